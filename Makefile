@@ -1,0 +1,49 @@
+# sims_nb: every command creates .venv and installs what it needs on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c .ci/constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: test install check nbdev-test pytest docs bench nbs readme clean
+
+test: install check nbdev-test pytest docs  ## everything CI runs
+
+$(STAMP): settings.ini setup.py .ci/constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) -U pip setuptools wheel
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+check: install  ## notebooks clean and sims_nb/ equal to a fresh nbdev_export
+	@test -z "$$(git status --porcelain -uno -- nbs sims_nb)" || { echo "commit or stash changes in nbs/ and sims_nb/ before checking"; git status --porcelain -uno -- nbs sims_nb; exit 1; }
+	$(BIN)/nbdev_clean
+	@test -z "$$(git status --porcelain -uno -- nbs)" || { echo "notebooks are not clean: run nbdev_clean and commit"; git diff --stat -- nbs; exit 1; }
+	$(BIN)/nbdev_export
+	@test -z "$$(git status --porcelain -- sims_nb)" || { echo "sims_nb/ differs from nbdev_export: run nbdev_export and commit"; git status --porcelain -- sims_nb; exit 1; }
+	@echo "notebooks clean, sims_nb/ matches nbdev_export"
+
+nbdev-test: install
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: install
+	$(BIN)/python -m pytest -q tests
+
+docs: install  ## offline site in _docs/ from nbdev's processed notebooks (Sphinx + myst-nb + furo)
+	$(BIN)/python .ci/build_docs.py
+
+bench: install
+	$(BIN)/python bench/tabnet_speed.py
+
+nbs: install  ## execute every notebook in place (outputs for the docs), then clean
+	for nb in nbs/*.ipynb nbs/tutorials/*.ipynb; do [ -f "$$nb" ] && $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	$(BIN)/nbdev_clean
+
+readme: install  ## README.md from nbs/index.ipynb
+	$(BIN)/python .ci/readme.py
+
+clean:
+	rm -rf _proc _docs .pytest_cache
