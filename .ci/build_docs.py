@@ -29,6 +29,8 @@ def relative_links(text):
 
 def adapt_cell(cell):
     "A processed cell for myst-nb: Quarto cell options become tags, links become relative"
+    for key in [k for k in cell if k not in ('cell_type', 'id', 'metadata', 'source', 'outputs', 'execution_count', 'attachments')]:
+        del cell[key]  # nbdev's own markers (e.g. has_sd) are not notebook format
     cell.source = relative_links(cell.source)
     if cell.cell_type != 'code': return cell
     options = [l[3:].strip() for l in cell.source.splitlines() if l.startswith('#| ')]
