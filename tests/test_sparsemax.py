@@ -40,8 +40,9 @@ def test_half_precision_input(fn):
 def test_candidates_contain_the_support_whatever_k(kind, fn, rows_fn):
     z = torch.randn(64, 500, dtype=torch.float64) * torch.logspace(-2, 1, 64, dtype=torch.float64)[:, None]
     dense = fn(z)
-    for k in (1, 3, 64, 500):
-        rows, cols = candidates(z, kind, k=k)
+    for k, block in [(1, 1), (3, 1), (3, 7), (64, 32), (500, 1), (32, 500), (5, 499)]:
+        rows, cols = candidates(z, kind, k=k, block=block)
+        assert (rows.diff() >= 0).all()
         kept = torch.zeros_like(z, dtype=torch.bool); kept[rows, cols] = True
         assert kept[dense > 0].all()
         values = rows_fn(z[rows, cols], rows, 64)
