@@ -77,7 +77,7 @@ def main():
     parser.add_argument('--widths', type=int, nargs='+', default=[8, 32, 64])
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--bs', type=int, default=256)
-    parser.add_argument('--batches', type=int, default=6, help='timed batches per measurement (+1 warm-up)')
+    parser.add_argument('--batches', type=int, default=10, help='timed batches per measurement (+1 warm-up)')
     parser.add_argument('--stock', action='store_true', help='also time unmodified pytorch-tabnet 4.1 (slow at 20,000 genes)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
