@@ -13,8 +13,10 @@ the unmodified network once.
 
     python bench/tabnet_speed.py [--genes 2000 20000] [--widths 8 32 64] [--threads 2] [--stock]
 """
-import argparse, time
+import argparse, subprocess, sys, time
+import warnings
 import torch, torch.nn.functional as F
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 from pytorch_tabnet.tab_network import TabNet as ReferenceTabNet
 from sims_nb.tabnet import TabNet, from_pytorch_tabnet
 
@@ -71,6 +73,10 @@ def pair(n_genes, width, stock=False):
     ours.load_state_dict(from_pytorch_tabnet(reference.state_dict()))
     return reference, ours
 
+HEADER = (f"{'genes':>6} {'n_d=n_a':>7} | {'train cells/s: ref':>18} {'ours dense':>10} {'ours sparse':>11} {'ratio':>6} | "
+          f"{'infer cells/s: ref':>18} {'ours dense':>10} {'ours sparse':>11} {'ratio':>6} | {'logits: max rel diff, same class':>32}")
+FOOTER = 'ratio = ours on sparse CSR batches / pytorch-tabnet on dense batches (its only input); target at 20,000 genes: >= 10x'
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--genes', type=int, nargs='+', default=[2000, 20000])
@@ -79,11 +85,23 @@ def main():
     parser.add_argument('--bs', type=int, default=256)
     parser.add_argument('--batches', type=int, default=10, help='timed batches per measurement (+1 warm-up)')
     parser.add_argument('--stock', action='store_true', help='also time unmodified pytorch-tabnet 4.1 (slow at 20,000 genes)')
+    parser.add_argument('--row', action='store_true', help='print only the table rows (used for one configuration per process)')
     args = parser.parse_args()
+    if not args.row and (len(args.genes) > 1 or len(args.widths) > 1):
+        # one process per configuration: the allocator state left by one must not slow the next
+        print(f'torch {torch.__version__}, {args.threads} threads, batch {args.bs}, n_steps 3, 5% non-zero, {args.batches} timed batches, one process per row')
+        print(HEADER); print('-'*len(HEADER))
+        for n_genes in args.genes:
+            for width in args.widths:
+                cmd = [sys.executable, __file__, '--row', '--genes', str(n_genes), '--widths', str(width), '--threads', str(args.threads),
+                       '--bs', str(args.bs), '--batches', str(args.batches)] + (['--stock'] if args.stock and width == args.widths[0] else [])
+                print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout, end='', flush=True)
+        print(FOOTER)
+        return
     torch.set_num_threads(args.threads)
-    print(f'torch {torch.__version__}, {args.threads} threads, batch {args.bs}, n_steps 3, 5% non-zero')
-    header = f"{'genes':>6} {'n_d=n_a':>7} | {'train cells/s: ref':>18} {'ours dense':>10} {'ours sparse':>11} {'ratio':>6} | {'infer cells/s: ref':>18} {'ours dense':>10} {'ours sparse':>11} {'ratio':>6} | {'logits: max rel diff, same class':>32}"
-    print(header); print('-'*len(header))
+    if not args.row:
+        print(f'torch {torch.__version__}, {args.threads} threads, batch {args.bs}, n_steps 3, 5% non-zero, {args.batches} timed batches')
+        print(HEADER); print('-'*len(HEADER))
     for n_genes in args.genes:
         x = synthetic_counts(args.bs * (args.batches + 1), n_genes)
         y = torch.randint(0, 10, (len(x),), generator=torch.Generator().manual_seed(1))
@@ -107,6 +125,6 @@ def main():
             stock, _ = pair(n_genes, args.widths[0], stock=True)
             t = cells_per_s(train_step(stock, -1), dense[:3], args.bs)
             print(f"{n_genes:>6} {args.widths[0]:>7} | stock pytorch-tabnet 4.1 (identity group matrix) trains at {t:.0f} cells/s", flush=True)
-    print('ratio = ours on sparse CSR batches / pytorch-tabnet on dense batches (its only input); target at 20,000 genes: >= 10x')
+    if not args.row: print(FOOTER)
 
 if __name__ == '__main__': main()
