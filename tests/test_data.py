@@ -1,0 +1,92 @@
+"Gene alignment, labels, splits, weights and the input contract: bad input gets one clear message naming the file."
+import gzip, hashlib, numpy as np, pandas as pd, pytest, scipy.sparse as sp
+from sims_nb.data import (clean_gene_names, align_genes, read_labels, encode_labels, stratified_split, class_weights,
+                          detect_input, Normalise)
+
+def genes(n, prefix='G'): return [f'{prefix}{i}' for i in range(n)]
+
+def test_alignment_matches_case_space_and_ensembl_versions():
+    a = genes(60) + ['ENSG00000198851.10', ' cd3e']
+    b = [g.lower() for g in genes(60)][::-1] + ['ENSG00000198851', 'CD3E']
+    al = align_genes([a, b], names=['a.h5ad', 'b.h5ad'])
+    assert len(al.genes) == 62
+    # every column of b lands on the model position of the same gene in a
+    np.testing.assert_array_equal(al.genes[al.columns[1]], clean_gene_names(b))
+
+def test_union_fills_and_intersection_drops():
+    al = align_genes([genes(60), genes(70)[10:]], how='union')
+    assert len(al.genes) == 70 and (al.columns[0] >= 0).all() and (al.columns[1] >= 0).all()
+    al = align_genes([genes(60), genes(70)[10:]], how='intersection')
+    assert len(al.genes) == 50 and (al.columns[0] == -1).sum() == 10
+    assert list(al.report()['genes kept']) == [50, 50]
+
+@pytest.mark.parametrize('lists,message', [
+    ([genes(60) + ['G1']], 'x.h5ad: 1 gene names occur more than once'),
+    ([genes(60), genes(60, 'ENSG')], 'only 0 genes are shared'),
+    ([[]], 'x.h5ad: the file has no genes'),
+])
+def test_alignment_errors_name_the_file_and_fix(lists, message):
+    with pytest.raises(ValueError, match=message): align_genes(lists, names=['x.h5ad', 'y.h5ad'][:len(lists)])
+
+@pytest.fixture
+def cells(): return pd.Index([f'cell{i}' for i in range(6)])
+
+def test_label_file_by_id_any_order_gzip_tsv(tmp_path, cells):
+    path = tmp_path/'labels.tsv.gz'
+    with gzip.open(path, 'wt') as f:
+        f.write('barcode\tcell_type\n' + ''.join(f'{c}\t{"T" if i % 2 else "B"}\n' for i, c in reversed(list(enumerate(cells)))))
+    before = hashlib.md5(path.read_bytes()).hexdigest()
+    labels = read_labels(path, 'cell_type', cells)
+    assert list(labels) == ['B', 'T'] * 3 and list(labels.index) == list(cells)
+    assert hashlib.md5(path.read_bytes()).hexdigest() == before, 'input files are never written'
+
+def test_label_file_by_order(tmp_path, cells):
+    (tmp_path/'l.csv').write_text('cell_type\n' + 'B\nT\n' * 3)
+    assert list(read_labels(tmp_path/'l.csv', 'cell_type', cells)) == ['B', 'T'] * 3
+
+@pytest.mark.parametrize('content,message', [
+    ('cell_type\nB\nT\n', 'l.csv: 2 label rows for 6 cells'),
+    ('celltype\nB\n', "l.csv: no column 'cell_type'"),
+    ('', 'l.csv: the label file is empty'),
+    ('id,cell_type\ncell0,B\ncell1,T\ncell2,B\ncell3,T\n', 'l.csv: 2 cells have no row'),
+])
+def test_label_file_errors(tmp_path, cells, content, message):
+    (tmp_path/'l.csv').write_text(content)
+    with pytest.raises(ValueError, match=message): read_labels(tmp_path/'l.csv', 'cell_type', cells)
+
+def test_encoding_errors_and_numbers():
+    with pytest.raises(ValueError, match='obs.cell_type: 1 cells have no label'): encode_labels(['B', np.nan, 'T'], 'obs.cell_type')
+    with pytest.raises(ValueError, match='at least two classes'): encode_labels(['B'] * 4)
+    with pytest.raises(ValueError, match='looks like a measurement'): encode_labels([0.5, 1.25])
+    codes, classes = encode_labels([3, 1, 3])
+    assert list(classes) == ['1', '3'] and list(codes) == [1, 0, 1]
+
+def test_splits_are_deterministic_stratified_and_disjoint():
+    codes = np.repeat(np.arange(4), [500, 200, 50, 10])
+    a, b = stratified_split(codes, seed=3), stratified_split(codes, seed=3)
+    for k in a: np.testing.assert_array_equal(a[k], b[k])
+    assert len(np.unique(np.concatenate(list(a.values())))) == len(codes)
+    for idx in a.values(): assert set(np.unique(codes[idx])) == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match='classes 3 have fewer cells'): stratified_split(np.repeat(np.arange(4), [50, 50, 50, 1]))
+    assert len(stratified_split(np.repeat([0, 1], [5, 2]), valid_pct=0, test_pct=0.4)['valid']) == 0
+
+def test_class_weights_use_training_cells_only():
+    codes = np.repeat(np.arange(3), [600, 300, 100])
+    split = stratified_split(codes, seed=0)
+    weights = class_weights(codes[split['train']], 3)
+    relabelled = codes.copy(); relabelled[split['test']] = 0  # whatever the held-out cells are
+    np.testing.assert_allclose(class_weights(relabelled[split['train']], 3), weights)
+    assert weights[2] > weights[1] > weights[0]
+
+def test_input_kinds_and_replay():
+    rng = np.random.default_rng(0)
+    counts = sp.random(50, 80, density=0.2, format='csr', random_state=0, data_rvs=lambda n: rng.integers(1, 30, n).astype(float))
+    assert detect_input(counts).kind == 'counts'
+    norm = Normalise.for_input(counts)
+    logged = norm(counts)
+    assert detect_input(logged).kind == 'log-normalised'
+    np.testing.assert_allclose(norm(counts.toarray()), logged.toarray(), rtol=1e-5, atol=1e-6)  # dense and sparse alike
+    np.testing.assert_allclose(np.expm1(logged.toarray()).sum(1)[np.asarray(counts.sum(1)).ravel() > 0], 1e4, rtol=1e-4)
+    assert detect_input(logged.toarray() - 1).kind == 'scaled'
+    with pytest.warns(UserWarning, match='scaled'): assert Normalise.for_input(logged.toarray() - 1).method == 'none'
+    with pytest.raises(ValueError, match='s.h5ad: the matrix holds NaN'): detect_input(np.array([[np.inf, 1.]]), 's.h5ad')
