@@ -90,3 +90,78 @@ def test_input_kinds_and_replay():
     assert detect_input(logged.toarray() - 1).kind == 'scaled'
     with pytest.warns(UserWarning, match='scaled'): assert Normalise.for_input(logged.toarray() - 1).method == 'none'
     with pytest.raises(ValueError, match='s.h5ad: the matrix holds NaN'): detect_input(np.array([[np.inf, 1.]]), 's.h5ad')
+
+# ---- lazy reading from .h5ad ----
+import anndata as ad, torch
+from sims_nb.data import H5adSource, CellData, BlockSampler, sims_dataloaders
+
+def write_h5ad(path, n_cells=120, genes_=None, seed=0, dense=False, csc=False, labels=None, kind='counts'):
+    rng = np.random.default_rng(seed)
+    genes_ = genes_ if genes_ is not None else genes(80)
+    X = sp.random(n_cells, len(genes_), density=0.1, format='csr', random_state=seed, data_rvs=lambda n: rng.integers(1, 20, n).astype(np.float32))
+    if kind == 'log': X.data = np.log1p(X.data) / 3
+    X = X.toarray() if dense else (X.tocsc() if csc else X)
+    obs = pd.DataFrame({'cell_type': labels if labels is not None else np.array(['B', 'T', 'NK'])[np.arange(n_cells) % 3]},
+                       index=[f'{path.stem}_{i}' for i in range(n_cells)])
+    adata = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=genes_))
+    adata.layers['raw'] = X
+    adata.write_h5ad(path)
+    return adata
+
+@pytest.mark.parametrize('dense', [False, True])
+def test_h5ad_rows_read_lazily_equal_anndata(tmp_path, dense):
+    adata = write_h5ad(tmp_path/'a.h5ad', dense=dense)
+    before = hashlib.md5((tmp_path/'a.h5ad').read_bytes()).hexdigest()
+    source = H5adSource(tmp_path/'a.h5ad')
+    rows = np.array([0, 1, 2, 7, 50, 51, 119])
+    expected = adata.X[rows] if dense else adata.X[rows].toarray()
+    np.testing.assert_array_equal(source.read(rows).toarray(), expected)
+    np.testing.assert_array_equal(H5adSource(tmp_path/'a.h5ad', layer='raw').read(rows).toarray(), expected)
+    assert hashlib.md5((tmp_path/'a.h5ad').read_bytes()).hexdigest() == before, 'input files are never written'
+
+def test_h5ad_errors(tmp_path):
+    write_h5ad(tmp_path/'a.h5ad')
+    (tmp_path/'cut.h5ad').write_bytes((tmp_path/'a.h5ad').read_bytes()[:3000])
+    with pytest.raises(ValueError, match='cut.h5ad: cannot be read as .h5ad'): H5adSource(tmp_path/'cut.h5ad')
+    (tmp_path/'empty.h5ad').write_bytes(b'')
+    with pytest.raises(ValueError, match='empty.h5ad: cannot be read'): H5adSource(tmp_path/'empty.h5ad')
+    with pytest.raises(FileNotFoundError, match='nope.h5ad: no such file'): H5adSource(tmp_path/'nope.h5ad')
+    write_h5ad(tmp_path/'csc.h5ad', csc=True)
+    with pytest.raises(ValueError, match='csc.h5ad: X is stored column-major'): H5adSource(tmp_path/'csc.h5ad')
+    ad.AnnData(np.zeros((0, 60), np.float32), var=pd.DataFrame(index=genes(60))).write_h5ad(tmp_path/'none.h5ad')
+    with pytest.raises(ValueError, match='none.h5ad: the file has no cells'): H5adSource(tmp_path/'none.h5ad')
+
+def test_cell_data_aligns_two_files_and_label_files(tmp_path):
+    write_h5ad(tmp_path/'a.h5ad', genes_=genes(80))
+    b = write_h5ad(tmp_path/'b.h5ad', n_cells=60, genes_=[g.lower() for g in genes(100)[20:]], seed=1)
+    (tmp_path/'a.csv').write_text('cell_type\n' + 'B\nT\nNK\n' * 40)
+    (tmp_path/'b.csv').write_text('id,cell_type\n' + ''.join(f'b_{i},{"T" if i % 2 else "B"}\n' for i in range(60)))
+    data = CellData([tmp_path/'a.h5ad', tmp_path/'b.h5ad'], [tmp_path/'a.csv', tmp_path/'b.csv'], min_genes=10)
+    assert len(data) == 180 and len(data.genes) == 60 and list(data.classes) == ['B', 'NK', 'T']
+    x = data.cells(np.array([0, 120 + 7])).toarray()
+    expected = data.normalise(b.X[[7]]).toarray().ravel()[:60]  # b's first 60 genes are the shared ones, in order
+    np.testing.assert_allclose(x[1], expected, rtol=1e-6)
+    union = CellData([tmp_path/'a.h5ad', tmp_path/'b.h5ad'], how='union', min_genes=10)
+    assert len(union.genes) == 100 and union.cells(np.array([130])).shape == (1, 100)
+
+def test_cell_data_refuses_mixed_kinds_and_bad_label_counts(tmp_path):
+    write_h5ad(tmp_path/'a.h5ad'); write_h5ad(tmp_path/'b.h5ad', kind='log')
+    with pytest.raises(ValueError, match='files hold different kinds of values: a.h5ad: counts'): CellData([tmp_path/'a.h5ad', tmp_path/'b.h5ad'])
+    with pytest.raises(ValueError, match='1 label files for 2 data files'): CellData([tmp_path/'a.h5ad', tmp_path/'b.h5ad'], [tmp_path/'x.csv'])
+
+def test_block_sampler_covers_each_cell_once_per_epoch():
+    sampler = BlockSampler(np.arange(0, 1000, 3), bs=64, block=16, seed=1)
+    for _ in range(2):
+        batches = list(sampler)
+        assert all((np.diff(b) > 0).all() for b in batches)
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(0, 1000, 3))
+
+def test_dataloaders_with_workers_give_the_same_batches(tmp_path):
+    write_h5ad(tmp_path/'a.h5ad', n_cells=300)
+    plain = sims_dataloaders([tmp_path/'a.h5ad'], bs=64, min_genes=10)
+    workers = sims_dataloaders([tmp_path/'a.h5ad'], bs=64, min_genes=10, num_workers=2)
+    for (x0, y0), (x1, y1) in zip(plain.valid, workers.valid):
+        assert torch.equal(x0.to_dense(), x1.to_dense()) and torch.equal(y0, y1)
+    x, y = next(iter(plain.train))
+    assert x.layout == torch.sparse_csr and x.shape == (64, 80)
+    assert sorted(np.concatenate([plain.splits[k] for k in ('train', 'valid', 'test')])) == list(range(300))
