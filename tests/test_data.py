@@ -165,3 +165,15 @@ def test_dataloaders_with_workers_give_the_same_batches(tmp_path):
     x, y = next(iter(plain.train))
     assert x.layout == torch.sparse_csr and x.shape == (64, 80)
     assert sorted(np.concatenate([plain.splits[k] for k in ('train', 'valid', 'test')])) == list(range(300))
+
+def test_empty_cells_anywhere_in_a_batch(tmp_path):
+    write_h5ad(tmp_path/'a.h5ad', genes_=genes(80))
+    c = write_h5ad(tmp_path/'c.h5ad', n_cells=30, genes_=genes(80)[::-1], seed=2)  # reversed: columns must move
+    X = c.X.tolil(); X[[0, 28, 29]] = 0
+    ad.AnnData(X.tocsr(), obs=c.obs, var=c.var).write_h5ad(tmp_path/'c.h5ad')
+    data = CellData([tmp_path/'a.h5ad', tmp_path/'c.h5ad'], min_genes=10)
+    rows = data.cells(np.array([5, 120, 121, 148, 149]))
+    assert rows.shape == (5, 80) and rows[[1, 3, 4]].nnz == 0 and rows[2].nnz == c.X[1].nnz
+    np.testing.assert_allclose(rows[2].toarray().ravel()[::-1], data.normalise(c.X[1]).toarray().ravel(), rtol=1e-6)
+    one = sp.csr_matrix((3, 80), dtype=np.float32); one[1, 5] = 4.
+    np.testing.assert_allclose(data.normalise(one).toarray()[1, 5], np.log1p(1e4), rtol=1e-6)
