@@ -177,3 +177,19 @@ def test_empty_cells_anywhere_in_a_batch(tmp_path):
     np.testing.assert_allclose(rows[2].toarray().ravel()[::-1], data.normalise(c.X[1]).toarray().ravel(), rtol=1e-6)
     one = sp.csr_matrix((3, 80), dtype=np.float32); one[1, 5] = 4.
     np.testing.assert_allclose(data.normalise(one).toarray()[1, 5], np.log1p(1e4), rtol=1e-6)
+
+def test_other_formats_and_split_options(tmp_path):
+    a = write_h5ad(tmp_path/'a.h5ad', n_cells=90)
+    a.obs['fold'] = np.array(['train', 'valid', 'test'])[np.arange(90) % 3]
+    a.write_h5ad(tmp_path/'a.h5ad')
+    dls = sims_dataloaders([tmp_path/'a.h5ad'], split_col='fold', min_genes=10, bs=16)
+    np.testing.assert_array_equal(dls.splits['valid'], np.arange(1, 90, 3))
+    a.obs['fold'] = 'holdout'; a.write_h5ad(tmp_path/'b.h5ad')
+    with pytest.raises(ValueError, match="obs column 'fold': values must be"): sims_dataloaders([tmp_path/'b.h5ad'], split_col='fold', min_genes=10)
+    a.to_df().to_csv(tmp_path/'a.csv')
+    (tmp_path/'a_labels.csv').write_text('cell_type\n' + '\n'.join(a.obs['cell_type']) + '\n')
+    both = sims_dataloaders([tmp_path/'a.h5ad', tmp_path/'a.csv'], [None, tmp_path/'a_labels.csv'], test_files=[1], min_genes=10, bs=16)
+    np.testing.assert_array_equal(both.splits['test'], np.arange(90, 180))  # obs labels for one file, a label file for the other
+    data = CellData([tmp_path/'a.csv'], [tmp_path/'a_labels.csv'], min_genes=10)
+    np.testing.assert_allclose(data.cells(np.arange(5)).toarray(), data.normalise(a.X[:5]).toarray(), rtol=1e-6)
+    with pytest.raises(ValueError, match="a.csv: obs has no column 'cell_type'"): CellData([tmp_path/'a.csv'], min_genes=10)
