@@ -26,18 +26,18 @@ def write_synthetic(path:Path, n_cells:int, n_genes:int, density:float=0.05, chu
         write_elem(f, 'var', pd.DataFrame(index=[f'GENE{i}' for i in range(n_genes)]))
         X = f.create_group('X')
         X.attrs.update({'encoding-type': 'csr_matrix', 'encoding-version': '0.1.0', 'shape': np.array([n_cells, n_genes])})
-        data = X.create_dataset('data', (0,), maxshape=(None,), dtype='float32', chunks=(1 << 18,))
-        indices = X.create_dataset('indices', (0,), maxshape=(None,), dtype='int32', chunks=(1 << 18,))
-        indptr = [np.zeros(1, np.int64)]
+        per_cell = rng.binomial(n_genes, density, n_cells)
+        nnz = int(per_cell.sum())
+        # contiguous datasets, as anndata writes them: a range of rows is one read of exactly its bytes
+        data = X.create_dataset('data', (nnz,), dtype='float32')
+        indices = X.create_dataset('indices', (nnz,), dtype='int32')
+        indptr = [np.zeros(1, np.int64), np.cumsum(per_cell)]
         for start in range(0, n_cells, chunk):
-            rows = min(chunk, n_cells - start)
-            per_cell = rng.binomial(n_genes, density, rows)
-            cols = np.concatenate([np.sort(rng.choice(n_genes, k, replace=False)) for k in per_cell]).astype(np.int32)
-            vals = rng.integers(1, 20, len(cols)).astype(np.float32)
-            n = data.shape[0]
-            data.resize((n + len(vals),)); data[n:] = vals
-            indices.resize((n + len(cols),)); indices[n:] = cols
-            indptr.append(indptr[-1][-1] + np.cumsum(per_cell))
+            counts = per_cell[start:start+chunk]
+            cols = np.concatenate([np.sort(rng.choice(n_genes, k, replace=False)) for k in counts]).astype(np.int32)
+            begin = indptr[1][start] - counts[0] if start else 0
+            data[begin:begin+len(cols)] = rng.integers(1, 20, len(cols)).astype(np.float32)
+            indices[begin:begin+len(cols)] = cols
         X.create_dataset('indptr', data=np.concatenate(indptr))
         for key in ('layers', 'obsm', 'varm', 'obsp', 'varp', 'uns'): write_elem(f, key, {})
         f.attrs.update({'encoding-type': 'anndata', 'encoding-version': '0.1.0'})

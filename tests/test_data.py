@@ -193,3 +193,13 @@ def test_other_formats_and_split_options(tmp_path):
     data = CellData([tmp_path/'a.csv'], [tmp_path/'a_labels.csv'], min_genes=10)
     np.testing.assert_allclose(data.cells(np.arange(5)).toarray(), data.normalise(a.X[:5]).toarray(), rtol=1e-6)
     with pytest.raises(ValueError, match="a.csv: obs has no column 'cell_type'"): CellData([tmp_path/'a.csv'], min_genes=10)
+
+def test_readers_opened_by_hand_mix_with_paths(tmp_path):
+    import h5py
+    from sims_nb.data import Hdf5MatrixSource
+    a = write_h5ad(tmp_path/'a.h5ad', n_cells=60, dense=True)
+    with h5py.File(tmp_path/'m.h5', 'w') as f:
+        f['expr'] = a.X; f['names'] = np.array(a.var_names, dtype='S'); f['ids'] = np.array([f'm{i}' for i in range(60)], dtype='S')
+    (tmp_path/'m.csv').write_text('id,cell_type\n' + ''.join(f'm{i},{t}\n' for i, t in enumerate(a.obs['cell_type'])))
+    data = CellData([tmp_path/'a.h5ad', Hdf5MatrixSource(tmp_path/'m.h5', 'expr', 'names', 'ids')], [None, tmp_path/'m.csv'], min_genes=10)
+    np.testing.assert_allclose(data.cells(np.arange(60, 65)).toarray(), data.cells(np.arange(5)).toarray())
