@@ -203,3 +203,15 @@ def test_readers_opened_by_hand_mix_with_paths(tmp_path):
     (tmp_path/'m.csv').write_text('id,cell_type\n' + ''.join(f'm{i},{t}\n' for i, t in enumerate(a.obs['cell_type'])))
     data = CellData([tmp_path/'a.h5ad', Hdf5MatrixSource(tmp_path/'m.h5', 'expr', 'names', 'ids')], [None, tmp_path/'m.csv'], min_genes=10)
     np.testing.assert_allclose(data.cells(np.arange(60, 65)).toarray(), data.cells(np.arange(5)).toarray())
+
+def test_uncompressed_csv_is_read_lazily_by_line(tmp_path):
+    from sims_nb.data import CsvRowsSource, open_source
+    a = write_h5ad(tmp_path/'a.h5ad', n_cells=200)
+    text = a.to_df().to_csv(lineterminator='\r\n').rstrip('\r\n')  # Windows line ends, no final newline
+    (tmp_path/'a.csv').write_text(text)
+    src = open_source(tmp_path/'a.csv')
+    assert isinstance(src, CsvRowsSource) and src.n_cells == 200 and list(src.var_names) == list(a.var_names)
+    rows = np.array([0, 5, 6, 150, 199])
+    np.testing.assert_array_equal(src.read(rows).toarray(), a.X[rows].toarray())
+    a.to_df().T.to_csv(tmp_path/'t.tsv', sep='\t')
+    assert open_source(tmp_path/'t.tsv', cells_as_rows=False).read(rows).toarray().tolist() == a.X[rows].toarray().tolist()
