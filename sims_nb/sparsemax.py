@@ -8,8 +8,8 @@ import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['candidates', 'sparsemax_threshold', 'SparsemaxFunction', 'sparsemax', 'entmax15_threshold', 'Entmax15Function',
-           'entmax15', 'sparsemax_rows', 'entmax15_rows', 'Sparsemax', 'Entmax15']
+__all__ = ['candidates', 'take', 'sparsemax_threshold', 'SparsemaxFunction', 'sparsemax', 'entmax15_threshold',
+           'Entmax15Function', 'entmax15', 'sparsemax_rows', 'entmax15_rows', 'Sparsemax', 'Entmax15']
 
 # %% ../nbs/00_sparsemax.ipynb #f0190a2d
 def _entmax15_prefix_tau(running_sum:Tensor, running_sq:Tensor, rank:Tensor) -> Tensor:
@@ -51,7 +51,11 @@ def candidates(z:Tensor, # scores, shape (rows, n)
     keep[:, 1:] &= cols[:, 1:] != cols[:, :-1]  # the clamped tail of a short last block repeats its last column
     return rows[:, None].expand_as(cols)[keep], cols[keep]
 
-# %% ../nbs/00_sparsemax.ipynb #4587f4e0
+# %% ../nbs/00_sparsemax.ipynb #5c721f74
+def take(values:Tensor, index:Tensor) -> Tensor:
+    "`values[index]` along the first dimension, with a deterministic gradient"
+    return values.index_select(0, index)
+
 def _row_sum(values:Tensor, rows:Tensor, n_rows:int) -> Tensor:
     "Sum of `values` within each row"
     return values.new_zeros(n_rows).index_add_(0, rows, values)
@@ -164,15 +168,15 @@ def entmax15(z:Tensor, # scores
     "1.5-entmax of `z` along `dim`: sparse like sparsemax, smooth like softmax"
     return Entmax15Function.apply(z, dim)
 
-# %% ../nbs/00_sparsemax.ipynb #1ed47d64
+# %% ../nbs/00_sparsemax.ipynb #f9d1008c
 def sparsemax_rows(z:Tensor, # flat scores of chosen entries, containing each row's support
                    rows:Tensor, # row of each entry
                    n_rows:int,
                   ) -> Tensor:
     "Sparsemax applied within each row of a ragged set of entries; differentiable"
-    with torch.no_grad(): in_support = (z > sparsemax_threshold(z.detach(), rows, n_rows)[rows]).to(z.dtype)
+    with torch.no_grad(): in_support = (z > take(sparsemax_threshold(z.detach(), rows, n_rows), rows)).to(z.dtype)
     tau = (_row_sum(z*in_support, rows, n_rows) - 1) / _row_sum(in_support, rows, n_rows)
-    return (z - tau[rows]) * in_support
+    return (z - take(tau, rows)) * in_support
 
 def entmax15_rows(z:Tensor, # flat scores of chosen entries, containing each row's support
                   rows:Tensor, # row of each entry
@@ -180,12 +184,12 @@ def entmax15_rows(z:Tensor, # flat scores of chosen entries, containing each row
                  ) -> Tensor:
     "1.5-entmax applied within each row of a ragged set of entries; differentiable"
     x = z / 2
-    with torch.no_grad(): in_support = (x > entmax15_threshold(x.detach(), rows, n_rows)[rows]).to(z.dtype)
+    with torch.no_grad(): in_support = (x > take(entmax15_threshold(x.detach(), rows, n_rows), rows)).to(z.dtype)
     n = _row_sum(in_support, rows, n_rows)
     mean = _row_sum(x*in_support, rows, n_rows) / n
-    spread = _row_sum(((x - mean[rows])*in_support)**2, rows, n_rows)
+    spread = _row_sum(((x - take(mean, rows))*in_support)**2, rows, n_rows)
     tau = mean - ((1 - spread)/n).clamp_min(0).sqrt()
-    return (x - tau[rows]).clamp_min(0)**2 * in_support
+    return (x - take(tau, rows)).clamp_min(0)**2 * in_support
 
 # %% ../nbs/00_sparsemax.ipynb #f2dfdddf
 class Sparsemax(nn.Module):
