@@ -15,9 +15,9 @@ from sklearn.utils.class_weight import compute_class_weight
 
 # %% auto #0
 __all__ = ['clean_gene_names', 'GeneAlignment', 'align_genes', 'read_labels', 'encode_labels', 'stratified_split',
-           'class_weights', 'InputKind', 'detect_input', 'row_sums', 'Normalise', 'H5adSource', 'TenxH5Source',
-           'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource', 'open_source', 'CellData', 'BlockSampler',
-           'CellDataset', 'choose_splits', 'sims_dataloaders']
+           'class_weights', 'InputKind', 'detect_input', 'row_sums', 'Normalise', 'H5adSource', 'AnnDataSource',
+           'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource', 'open_source',
+           'move_columns', 'CellData', 'BlockSampler', 'CellDataset', 'choose_splits', 'sims_dataloaders']
 
 # %% ../nbs/01_data.ipynb #cc0f5f33
 _ENSEMBL_VERSION = re.compile(r'^(ENS[A-Z]*[GTP]\d{6,})\.\d+$')
@@ -209,17 +209,18 @@ class Normalise:
         if self.method == 'log1p': np.log1p(values, out=values)
         return X
 
-# %% ../nbs/01_data.ipynb #b0e271c5
+# %% ../nbs/01_data.ipynb #9145a0c9
 class H5adSource:
     "Rows of an `.h5ad` file read on demand, with the file's cell ids, gene names and `obs`"
     def __init__(self, path:str|Path, # an .h5ad file, never written to
-                 layer:str|None=None, # read `layers[layer]` instead of `X`
+                 layer:str|None=None, # read `layers[layer]` instead of `X`; 'raw' reads `raw.X` with `raw.var_names`
                 ):
         self.path, self.layer = Path(path), layer
         if not self.path.exists(): raise FileNotFoundError(f"{self.path}: no such file")
         try:
             backed = ad.read_h5ad(self.path, backed='r')
-            self.obs, self.var_names = backed.obs.copy(), pd.Index(backed.var_names)
+            if layer == 'raw' and backed.raw is None: raise ValueError(f"{self.path}: the file has no .raw; use layer=None (X) or a layer name")
+            self.obs, self.var_names = backed.obs.copy(), pd.Index(backed.raw.var_names if layer == 'raw' else backed.var_names)
             backed.file.close()
             with h5py.File(self.path, 'r') as f: self._describe(f)
         except (OSError, KeyError, ValueError, TypeError) as e:
@@ -230,15 +231,16 @@ class H5adSource:
 
     def _describe(self, f:h5py.File):
         "Where the matrix is and how it is stored"
-        key = f'layers/{self.layer}' if self.layer else 'X'
-        if key not in f: raise ValueError(f"{self.path}: no layer {self.layer!r} (layers: {', '.join(f['layers'].keys()) if 'layers' in f else 'none'})")
+        key = ('raw/X' if 'raw/X' in f else 'raw.X') if self.layer == 'raw' else f'layers/{self.layer}' if self.layer else 'X'  # raw.X: files before anndata 0.7
+        if key not in f: raise ValueError(f"{self.path}: no layer {self.layer!r} (layers: {', '.join(f['layers'].keys()) if 'layers' in f else 'none'}; or 'raw')")
         node = f[key]
-        self.key, self.encoding = key, node.attrs.get('encoding-type', 'array') if isinstance(node, h5py.Group) else 'array'
+        old_format = {'csr': 'csr_matrix', 'csc': 'csc_matrix'}.get(node.attrs.get('h5sparse_format'), 'array')
+        self.key, self.encoding = key, node.attrs.get('encoding-type', old_format) if isinstance(node, h5py.Group) else 'array'
         if self.encoding == 'csc_matrix':
             raise ValueError(f"{self.path}: {key} is stored column-major (CSC), which cannot be read by rows; "
                              "convert it with `adata.X = adata.X.tocsr()` and write the file again")
         if self.encoding not in ('csr_matrix', 'array'): raise ValueError(f"{self.path}: {key} has an unsupported encoding {self.encoding!r}")
-        self.n_cells, self.n_genes = (int(s) for s in (node.attrs['shape'] if self.encoding == 'csr_matrix' else node.shape))
+        self.n_cells, self.n_genes = (int(s) for s in (node.attrs.get('shape', node.attrs.get('h5sparse_shape')) if self.encoding == 'csr_matrix' else node.shape))
         self.indptr = node['indptr'][:].astype(np.int64) if self.encoding == 'csr_matrix' else None
 
     def __getstate__(self): return {**self.__dict__, '_file': None, '_pid': None}  # workers open their own handle
@@ -285,6 +287,23 @@ class _InMemorySource:
             raise ValueError(f"{self.path}: {self.n_cells} x {self.n_genes} matrix but {len(self.obs)} cell ids and {len(self.var_names)} gene names")
 
     def read(self, rows:np.ndarray) -> sp.csr_matrix: return self.X[np.asarray(rows, dtype=np.int64)]
+
+# %% ../nbs/01_data.ipynb #69d7c4d1
+class AnnDataSource(_InMemorySource):
+    "Rows of an in-memory `AnnData`'s `X`, a layer or `.raw`, with its `obs`; the `AnnData` is not changed"
+    def __init__(self, adata:ad.AnnData, layer:str|None=None, name:str='AnnData'):
+        self.path = Path(name)
+        if layer == 'raw':
+            if adata.raw is None: raise ValueError(f"{name}: the AnnData has no .raw; use layer=None (X) or a layer name")
+            X, genes = adata.raw.X, adata.raw.var_names
+        elif layer is not None:
+            if layer not in adata.layers: raise ValueError(f"{name}: no layer {layer!r} (layers: {', '.join(adata.layers.keys()) or 'none'}; or 'raw')")
+            X, genes = adata.layers[layer], adata.var_names
+        else: X, genes = adata.X, adata.var_names
+        if X is None: raise ValueError(f"{name}: the AnnData has no X; give the matrix or a layer")
+        if not (sp.isspmatrix_csr(X) and X.dtype == np.float32 and X.has_sorted_indices): X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        self._set(X, adata.obs_names, genes)
+        self.obs = adata.obs.copy()
 
 # %% ../nbs/01_data.ipynb #b4b2016a
 class TenxH5Source:
@@ -409,14 +428,16 @@ class CsvRowsSource:
                 blocks.append(sp.csr_matrix(values[r - r[0]]))
         return sp.vstack(blocks, format='csr')
 
-# %% ../nbs/01_data.ipynb #45baa8b8
-def open_source(path:str|Path, # .h5ad, 10x .h5, other HDF5, Matrix Market folder or .mtx, csv/tsv (gz)
-                layer:str|None=None, # .h5ad only: read this layer instead of X
+# %% ../nbs/01_data.ipynb #62143c6f
+def open_source(path:str|Path|ad.AnnData, # .h5ad, 10x .h5, other HDF5, Matrix Market folder or .mtx, csv/tsv (gz), or an AnnData
+                layer:str|None=None, # .h5ad or AnnData only: read this layer instead of X ('raw': `.raw`)
                 cells_as_rows:bool=True, # delimited text only
                 matrix_key:str|None=None, # other HDF5: the cells x genes dataset (then `genes_key`, `cells_key` too)
                 **hdf5_keys,
                ):
-    "The reader for a data file, chosen by its form"
+    "The reader for a data file (or an `AnnData`), chosen by its form"
+    if isinstance(path, ad.AnnData):
+        return H5adSource(path.filename, layer) if path.isbacked else AnnDataSource(path, layer)
     path = Path(path)
     if matrix_key is not None: return Hdf5MatrixSource(path, matrix_key, **hdf5_keys)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file or folder")
@@ -430,10 +451,25 @@ def open_source(path:str|Path, # .h5ad, 10x .h5, other HDF5, Matrix Market folde
         return TextSource(path, cells_as_rows)
     raise ValueError(f"{path}: unknown format; give an .h5ad, a 10x .h5, a Matrix Market folder, or a .csv/.tsv file")
 
-# %% ../nbs/01_data.ipynb #e0e7252a
+# %% ../nbs/01_data.ipynb #326ddb80
+def move_columns(rows:sp.csr_matrix, # a file's rows, its own gene order
+                 columns:np.ndarray, # model position of each of the file's genes, -1 where the model lacks it
+                 n_genes:int, # the model's number of genes
+                ) -> sp.csr_matrix:
+    "Rows with their columns moved to model gene positions (sorted within rows); zeros where the file lacks a gene"
+    if len(columns) == n_genes and (columns == np.arange(n_genes)).all(): return rows  # same genes, same order
+    new = columns[rows.indices]
+    kept = new >= 0
+    indptr = np.concatenate([[0], np.cumsum(row_sums(kept.astype(np.int64), rows.indptr))])
+    out = sp.csr_matrix((rows.data[kept], new[kept], indptr), shape=(rows.shape[0], n_genes))
+    out.has_sorted_indices = False
+    out.sort_indices()
+    return out
+
+# %% ../nbs/01_data.ipynb #b647ffa9
 class CellData:
     "Several cell x gene files as one data set: aligned genes, encoded labels, a normalisation, rows read on demand"
-    def __init__(self, files:list, # data files (.h5ad, 10x .h5, Matrix Market folders, csv/tsv) or opened readers (e.g. `Hdf5MatrixSource`)
+    def __init__(self, files:list, # data files (.h5ad, 10x .h5, Matrix Market folders, csv/tsv), AnnData objects, or opened readers (e.g. `Hdf5MatrixSource`)
                  labelfiles:list|None=None, # one delimited label file per data file, or None to use `obs`
                  class_label:str='cell_type', # column holding the labels (in `obs` or in the label files)
                  how:str='intersection', # genes: 'intersection' or 'union' (zeros where a file lacks a gene)
@@ -441,11 +477,11 @@ class CellData:
                  layer:str|None=None, # .h5ad: read this layer instead of X
                  method:str='log1p', # normalisation of counts: 'log1p' or 'l2'
                 ):
-        files = [files] if isinstance(files, (str, Path)) else list(files)
+        files = [files] if isinstance(files, (str, Path, ad.AnnData)) else list(files)
         if not files: raise ValueError("no data files given")
         if labelfiles is not None and len(labelfiles) != len(files):
             raise ValueError(f"{len(labelfiles)} label files for {len(files)} data files; give one label file per data file, in the same order")
-        self.sources = [f if hasattr(f, 'read') else open_source(f, layer) for f in files]  # paths, or readers already opened
+        self.sources = [f if hasattr(f, 'read') and not isinstance(f, ad.AnnData) else open_source(f, layer) for f in files]  # paths, AnnData, or readers
         self.alignment = align_genes([s.var_names for s in self.sources], [s.path.name for s in self.sources], how, min_genes)
         labels = [self._labels(s, class_label, None if labelfiles is None else labelfiles[i]) for i, s in enumerate(self.sources)]
         self.codes, self.classes = encode_labels(pd.concat(labels, ignore_index=True), class_label)
@@ -472,17 +508,6 @@ class CellData:
     def genes(self) -> np.ndarray: return self.alignment.genes
     def __len__(self): return int(self.starts[-1])
 
-    def _to_model_genes(self, rows:sp.csr_matrix, f:int) -> sp.csr_matrix:
-        "A file's rows with their columns moved to the model's gene positions (dropped where the model lacks the gene)"
-        columns = self.alignment.columns[f]
-        if len(columns) == len(self.genes) and (columns == np.arange(len(columns))).all(): return rows  # same genes, same order
-        new = columns[rows.indices]
-        kept = new >= 0
-        indptr = np.concatenate([[0], np.cumsum(row_sums(kept.astype(np.int64), rows.indptr))])
-        out = sp.csr_matrix((rows.data[kept], new[kept], indptr), shape=(rows.shape[0], len(self.genes)))
-        out.has_sorted_indices = False
-        out.sort_indices()
-        return out
 
     def cells(self, idx:np.ndarray # increasing cell numbers across all files
              ) -> sp.csr_matrix:
@@ -494,7 +519,7 @@ class CellData:
             source = self.sources[f]
             rows = self.normalise(source.read(idx[which == f] - self.starts[f]), inplace=True)
             if not np.isfinite(rows.data).all(): raise ValueError(f"{source.path}: the matrix holds NaN or infinite values; remove or impute them before training")
-            parts.append(self._to_model_genes(rows, f))
+            parts.append(move_columns(rows, self.alignment.columns[f], len(self.genes)))
         if len(parts) == 1: return parts[0]
         return sp.vstack(parts, format='csr') if parts else sp.csr_matrix((0, len(self.genes)), dtype=np.float32)
 
