@@ -25,7 +25,7 @@ class SparsityLossCallback(Callback):
         if self.training and self.sparsity is not None and self.lambda_sparse:
             self.learn.loss_grad = self.loss_grad + self.lambda_sparse*self.sparsity
 
-# %% ../nbs/04_callbacks.ipynb #bd5d0396
+# %% ../nbs/04_callbacks.ipynb #3670b1f3
 def atomic_write(path:str|Path, # the file to (over)write
                  write, # called with a temporary path in the same folder; must write the file there
                 ) -> Path:
@@ -54,7 +54,7 @@ class KeepBestCallback(TrackerCallback):
 
     def before_fit(self):
         super().before_fit()
-        self.best_state, self.learn.best_epoch, self.trained = None, None, False
+        self.best_state, self.trained = None, False  # `validate` also sends before_fit: learn.best_epoch is left alone
 
     def after_train(self): self.trained = True
 

@@ -69,12 +69,15 @@ def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
     if unknown: raise ValueError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
     return replace(recipe, **changes)
 
-# %% ../nbs/05_learner.ipynb #0fe7a82b
+# %% ../nbs/05_learner.ipynb #b46a4abf
 class SimsLearner(Learner):
     "A fastai `Learner` for a TabNet cell-type classifier, with its data, recipe and evaluation"
     def fit(self, n_epoch:int|None=None, lr=None, wd=None, cbs=None, reset_opt:bool=False, start_epoch:int=0):
-        "Train by the recipe when called without `n_epoch`; else fastai's `fit`"
-        if n_epoch is not None: return super().fit(n_epoch, lr, wd, cbs, reset_opt, start_epoch)
+        "Train by the recipe when called without `n_epoch`; else fastai's `fit`. Keeps `history`, one row per epoch"
+        if n_epoch is not None:
+            super().fit(n_epoch, lr, wd, cbs, reset_opt, start_epoch)
+            self.history = pd.DataFrame(list(self.recorder.values), columns=self.recorder.metric_names[1:-1])  # evaluation resets the recorder
+            return
         r = self.recipe
         extra = [EarlyStoppingCallback(self.monitor, patience=r.patience)] if r.patience else []
         if r.schedule == 'one_cycle': return self.fit_one_cycle(r.epochs, r.lr, wd=r.wd, cbs=extra + list(cbs or []))
@@ -113,7 +116,7 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     learn.remove_cb(CastToTensor)  # it cannot handle sparse batches, which are plain tensors already
     learn.recorder.train_metrics = True
     learn.recipe, learn.seed, learn.class_label, learn.test_scores = recipe, seed, class_label, None
-    learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path)))
+    learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False)))
     return learn
 
 # %% ../nbs/05_learner.ipynb #a6608a66
@@ -172,21 +175,25 @@ def gene_overlap(model_genes:np.ndarray, # the model's (cleaned) gene names
                          "(or the same kind of ids) as the model's, or lower min_overlap if you accept the loss")
     return columns, report
 
-# %% ../nbs/05_learner.ipynb #7eb7bda0
+# %% ../nbs/05_learner.ipynb #baa7044a
 def replay_normalisation(trained:Normalise, # the model's normalisation
                          X, # a sample of the new data's rows
                          name:str='data') -> Normalise:
-    "The model's normalisation for new data of the same kind; log-normalised data for a counts model taken as they are"
+    "The model's normalisation for new data of the same kind; counts and log-normalised data bridged with a warning; else an error"
     found = detect_input(X, name)
     if found.kind == trained.kind: return trained
     if trained.kind == 'counts' and trained.method == 'log1p' and found.kind == 'log-normalised':
         warnings.warn(f"{name}: the data look log-normalised ({found.reason}) and the model was trained on counts normalised to "
                       f"{trained.target_sum:g} per cell then log1p; the data are used as they are. Give raw counts to be sure.")
         return Normalise('log-normalised', 'none')
+    if trained.kind == 'log-normalised' and found.kind == 'counts':
+        warnings.warn(f"{name}: the data are raw counts and the model was trained on log-normalised values; the counts are normalised "
+                      "to 10,000 per cell then log1p (scanpy's usual normalisation). Give the model the kind of values it was trained on to be sure.")
+        return Normalise('counts', 'log1p')
     raise ValueError(f"{name}: the data hold {found.kind} values ({found.reason}) but the model was trained on {trained.kind} values "
                      f"({trained.method}); give the same kind of values, raw counts if you have them")
 
-# %% ../nbs/05_learner.ipynb #274d5f8d
+# %% ../nbs/05_learner.ipynb #a3a74d6a
 FORMAT, FORMAT_VERSION = 'sims_nb.model', 1
 
 def _checksum(meta_json:str, state:dict) -> str:
@@ -240,7 +247,7 @@ class SimsModel:
                 rows = normalise(source.read(np.arange(start, min(start + bs, source.n_cells))), inplace=True)
                 x = move_columns(rows, columns, len(self.genes))
                 x = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)), torch.from_numpy(x.indices.astype(np.int64)),
-                                            torch.from_numpy(x.data.astype(np.float32)), size=x.shape).to(device)
+                                            torch.from_numpy(x.data.astype(np.float32)), size=x.shape, check_invariants=False).to(device)
                 if device.type == 'cuda': x = x.to_dense()
                 probabilities.append(torch.softmax(self.model(x)[0].float(), -1).cpu())
         out = self.table(torch.cat(probabilities), source.obs.index, top_k)

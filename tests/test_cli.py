@@ -1,0 +1,42 @@
+"The sims-nb command: demo end to end, predict with a model file, and readable errors with exit codes"
+import subprocess, sys
+from pathlib import Path
+import pandas as pd, pytest
+
+DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
+COMMAND = Path(sys.executable).parent/'sims-nb'
+
+def run(*args):
+    return subprocess.run([str(COMMAND), *map(str, args)], capture_output=True, text=True, timeout=600)
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    return run('demo', '--out', out, '--epochs', '2'), out
+
+def test_demo_writes_everything(demo):
+    result, out = demo
+    assert result.returncode == 0, result.stderr
+    assert 'test split:' in result.stdout and 'macro_f1' in result.stdout
+    assert {'model.pt', 'model.md', 'scores.csv', 'per_class.csv', 'confusion.png', 'test_predictions.csv', 'history.csv'} <= {p.name for p in out.iterdir()}
+    predictions = pd.read_csv(out/'test_predictions.csv', index_col=0)
+    assert {'true_label', 'label', 'probability'} <= set(predictions.columns) and len(predictions) == 140  # 20% of 700 cells
+    assert len(pd.read_csv(out/'history.csv')) == 2
+
+def test_predict_with_the_demo_model(demo, tmp_path):
+    _, out = demo
+    result = run('predict', out/'model.pt', DATA/'pbmc68k_reduced_scanpy.h5ad', '--out', tmp_path/'p.csv')
+    assert result.returncode == 0, result.stderr  # raw counts of the same cells, normalised as the model's log-normalised input
+    assert len(pd.read_csv(tmp_path/'p.csv')) == 700
+
+def test_errors_are_one_line_with_exit_code_2(demo, tmp_path):
+    _, out = demo
+    cases = [(('train', DATA/'pbmc3k_seurat.h5ad', '--label', 'celltype', '--out', tmp_path/'x'), "no column 'celltype'"),
+             (('predict', tmp_path/'missing.pt', DATA/'pbmc3k_seurat.h5ad'), 'no such model file'),
+             (('predict', out/'model.pt', DATA/'scdcc_worm_neuron_anon.h5ad', '--out', tmp_path/'m.csv'), "of the model's 765 genes"),
+             (('demo', '--data', DATA/'pbmc3k_seurat.h5ad'), 'give both --data FILE and --label COLUMN')]
+    for args, message in cases:
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and 'Traceback' not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

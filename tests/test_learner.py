@@ -1,0 +1,141 @@
+"End-to-end training, evaluation, prediction and model files of the learner, on small real data"
+import json, subprocess, sys, warnings
+from pathlib import Path
+import anndata as ad, numpy as np, pandas as pd, pytest, torch
+from sklearn import metrics as skm
+from sims_nb.learner import sims_learner, SimsModel, get_recipe
+from sims_nb.metrics import confusion_matrix, classification_scores
+
+DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
+KANG = DATA/'kang2018_pbmc_stim_muscat_example.h5ad'
+warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A model trained briefly on the Kang PBMCs (1,556 cells, 1,267 genes), evaluated and saved"
+    folder = tmp_path_factory.mktemp('kang')
+    learn = sims_learner([KANG], class_label='cell_type', recipe=get_recipe(epochs=25), checkpoint=folder/'checkpoint.pt')
+    with learn.no_bar(), learn.no_logging(): learn.fit()
+    evaluation = learn.evaluate()
+    return learn, evaluation, learn.save_model(folder/'model.pt')
+
+def test_learns_and_scores_test_split(trained):
+    learn, evaluation, _ = trained
+    assert evaluation.scores['accuracy'] > 0.5  # well above chance (0.26 for these 5 types); accuracy itself is measured by bench/accuracy.py
+    probabilities, targets = learn.get_preds(dl=learn.dls[2])
+    predicted = probabilities.argmax(-1)
+    assert evaluation.scores['macro_f1'] == pytest.approx(skm.f1_score(targets, predicted, average='macro'))
+    assert evaluation.scores['balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(targets, predicted))
+    assert evaluation.confusion.to_numpy().sum() == len(learn.dls.splits['test'])
+    assert learn.test_scores == evaluation.scores
+
+def test_metrics_match_sklearn_on_random_labels():
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 5, 12):
+        y, p = rng.integers(0, n_classes, 300), rng.integers(0, n_classes, 300)
+        scores = classification_scores(confusion_matrix(y, p, n_classes))
+        assert scores['accuracy'] == pytest.approx(skm.accuracy_score(y, p))
+        assert scores['weighted_f1'] == pytest.approx(skm.f1_score(y, p, average='weighted', zero_division=0))
+        assert scores['precision'] == pytest.approx(skm.precision_score(y, p, average='macro', zero_division=0))
+        assert scores['median_f1'] == pytest.approx(np.median(skm.f1_score(y, p, average=None, zero_division=0)))
+
+def test_best_epoch_restored_and_checkpoint_loadable(trained, tmp_path):
+    learn, _, model_file = trained
+    history = learn.history
+    assert learn.best_epoch == int(history.valid_macro_f1.idxmax())
+    assert len(learn.validate()) > 1  # validate works with the keep-best callback attached
+    checkpoint = SimsModel.load(model_file.parent/'checkpoint.pt')
+    assert all(torch.equal(checkpoint.model.state_dict()[k], v.cpu()) for k, v in learn.model.state_dict().items())
+
+def test_same_seed_same_model():
+    def weights(seed):
+        learn = sims_learner([KANG], class_label='cell_type', recipe=get_recipe(epochs=1), seed=seed)
+        with learn.no_bar(), learn.no_logging(): learn.fit()
+        return learn.model.state_dict()
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+def test_thesis_recipe_plateau_and_early_stopping():
+    learn = sims_learner([KANG], class_label='cell_type', recipe=get_recipe('thesis', epochs=3, bs=128))
+    with learn.no_bar(), learn.no_logging(): learn.fit()
+    assert 1 <= len(learn.recorder.values) <= 3
+    assert learn.loss_func.func.weight is not None  # class-weighted
+
+def test_predict_aligns_genes_by_name(trained):
+    learn, _, _ = trained
+    kang = ad.read_h5ad(KANG)[:200].copy()
+    reference = learn.predict(kang)
+    shuffled = kang[:, np.random.default_rng(0).permutation(kang.n_vars)].copy()
+    shuffled.var_names = [g.lower() for g in shuffled.var_names]  # case differs, order differs
+    test = learn.predict(shuffled)
+    assert list(test.label) == list(reference.label)
+    np.testing.assert_allclose(test.probability, reference.probability, atol=1e-6)
+    assert test.attrs['gene_overlap']['shared_genes'] == kang.n_vars
+    fewer = kang[:, :800].copy()  # 63% of the model's genes: allowed, missing genes are zeros
+    assert fewer.n_vars == 800 and learn.predict(fewer).attrs['gene_overlap']['shared_genes'] == 800
+    with pytest.raises(ValueError, match="only 300 of the model's 1267 genes"):
+        learn.predict(kang[:, :300].copy())
+
+def test_predict_full_softmax_and_obs_only_when_asked(trained):
+    learn, _, _ = trained
+    kang = ad.read_h5ad(KANG)[:100].copy()
+    before = kang.obs.copy()
+    out = learn.predict(kang, top_k=5)
+    pd.testing.assert_frame_equal(kang.obs, before)
+    total = out[[c for c in out.columns if c.startswith('probability')]].sum(1)
+    np.testing.assert_allclose(total, 1, atol=1e-5)  # 5 classes: the top 5 hold all the probability
+    assert (out.probability < 1).any()  # a softmax over all classes, not over the top-k only
+    learn.predict(kang, write_obs=True)
+    assert {'sims_label', 'sims_probability'} <= set(kang.obs.columns)
+
+def test_model_file_round_trip_in_fresh_process(trained, tmp_path):
+    learn, _, model_file = trained
+    payload = torch.load(model_file, weights_only=True)
+    meta = json.loads(payload['meta'])
+    assert meta['classes'] == list(learn.classes) and len(meta['genes']) == len(learn.genes)
+    assert meta['scores'] == learn.test_scores and meta["recipe"]["epochs"] == 25
+    assert model_file.with_suffix('.md').read_text().startswith('# sims_nb model card')
+    here = learn.predict(KANG)
+    script = (f"from sims_nb.learner import SimsModel; "
+              f"SimsModel.load({str(model_file)!r}).predict({str(KANG)!r}).to_csv({str(tmp_path/'fresh.csv')!r})")
+    subprocess.run([sys.executable, '-c', script], check=True, capture_output=True)
+    fresh = pd.read_csv(tmp_path/'fresh.csv', index_col=0)
+    assert list(fresh.label) == list(here.label)
+    np.testing.assert_allclose(fresh.probability, here.probability, atol=1e-6)
+
+def test_bad_model_files(trained, tmp_path):
+    _, _, model_file = trained
+    payload = torch.load(model_file, weights_only=True)
+    tampered = dict(payload, state_dict={**payload['state_dict']})
+    key = next(iter(tampered['state_dict']))
+    tampered['state_dict'][key] = tampered['state_dict'][key] + 1
+    torch.save(tampered, tmp_path/'tampered.pt')
+    with pytest.raises(ValueError, match='changed after it was saved'): SimsModel.load(tmp_path/'tampered.pt')
+    torch.save(dict(payload, format_version=99), tmp_path/'newer.pt')
+    with pytest.raises(ValueError, match='newer sims_nb'): SimsModel.load(tmp_path/'newer.pt')
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path/'foreign.pt')
+    with pytest.raises(ValueError, match='not a sims_nb model file'): SimsModel.load(tmp_path/'foreign.pt')
+    (tmp_path/'text.pt').write_text('hello')
+    with pytest.raises(ValueError, match='not a sims_nb model file, or it is damaged'): SimsModel.load(tmp_path/'text.pt')
+    with pytest.raises(FileNotFoundError, match='no such model file'): SimsModel.load(tmp_path/'missing.pt')
+
+def test_predict_refuses_other_kinds_of_values(trained):
+    learn, _, _ = trained
+    kang = ad.read_h5ad(KANG)[:200].copy()
+    kang.X = kang.X.toarray()
+    kang.X = (kang.X - kang.X.mean(0)) / (kang.X.std(0) + 1)  # scaled: negative values
+    with pytest.raises(ValueError, match='scaled'):
+        learn.predict(kang)
+
+def test_bad_training_input(tmp_path):
+    with pytest.raises(ValueError, match="no column 'celltype'"):
+        sims_learner([KANG], class_label='celltype')
+    with pytest.raises(ValueError, match='validation split is empty'):
+        sims_learner([KANG], class_label='cell_type', valid_pct=0)
+    with pytest.raises(ValueError, match='unknown recipe'):
+        sims_learner([KANG], class_label='cell_type', recipe='quick')
+    one = ad.read_h5ad(KANG)[:50].copy(); one.obs['one'] = 'T'
+    one.write_h5ad(tmp_path/'one.h5ad')
+    with pytest.raises(ValueError, match='at least two classes'):
+        sims_learner([tmp_path/'one.h5ad'], class_label='one')
