@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c .ci/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: test install check nbdev-test pytest docs bench nbs readme clean
+.PHONY: test install check nbdev-test pytest docs bench demo nbs readme clean
 
 test: install check nbdev-test pytest docs  ## everything CI runs
 
@@ -35,7 +35,12 @@ pytest: install
 docs: install  ## offline site in _docs/ from nbdev's processed notebooks (Sphinx + myst-nb + furo)
 	$(BIN)/python .ci/build_docs.py
 
-bench: install
+demo: install  ## train on scanpy's bundled PBMCs; model, predictions, confusion matrix and scores in sims_nb_out/
+	$(BIN)/sims-nb demo --out sims_nb_out
+
+bench: install  ## accuracy against logistic regression and CellTypist (installed here), speed against pytorch-tabnet
+	$(PIP) celltypist
+	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/tabnet_speed.py
 
 nbs: install  ## execute every notebook in place (outputs for the docs), then clean

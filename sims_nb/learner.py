@@ -69,7 +69,7 @@ def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
     if unknown: raise ValueError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
     return replace(recipe, **changes)
 
-# %% ../nbs/05_learner.ipynb #b46a4abf
+# %% ../nbs/05_learner.ipynb #4aa1296b
 class SimsLearner(Learner):
     "A fastai `Learner` for a TabNet cell-type classifier, with its data, recipe and evaluation"
     def fit(self, n_epoch:int|None=None, lr=None, wd=None, cbs=None, reset_opt:bool=False, start_epoch:int=0):
@@ -83,7 +83,7 @@ class SimsLearner(Learner):
         if r.schedule == 'one_cycle': return self.fit_one_cycle(r.epochs, r.lr, wd=r.wd, cbs=extra + list(cbs or []))
         if r.schedule != 'plateau': raise ValueError(f"unknown schedule {r.schedule!r}; use 'one_cycle' or 'plateau'")
         plateau = ReduceLROnPlateau(self.monitor, patience=r.plateau_patience, factor=1/r.plateau_factor)
-        return super().fit(r.epochs, r.lr, r.wd, extra + [plateau] + list(cbs or []))
+        return self.fit(r.epochs, r.lr, r.wd, extra + [plateau] + list(cbs or []))
 
     @property
     def monitor(self) -> str: return f'valid_{self.recipe.monitor}' if self.recorder.train_metrics else self.recipe.monitor
