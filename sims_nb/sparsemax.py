@@ -168,7 +168,7 @@ def entmax15(z:Tensor, # scores
     "1.5-entmax of `z` along `dim`: sparse like sparsemax, smooth like softmax"
     return Entmax15Function.apply(z, dim)
 
-# %% ../nbs/00_sparsemax.ipynb #f9d1008c
+# %% ../nbs/00_sparsemax.ipynb #13f1c73b
 def sparsemax_rows(z:Tensor, # flat scores of chosen entries, containing each row's support
                    rows:Tensor, # row of each entry
                    n_rows:int,
@@ -176,7 +176,7 @@ def sparsemax_rows(z:Tensor, # flat scores of chosen entries, containing each ro
     "Sparsemax applied within each row of a ragged set of entries; differentiable"
     with torch.no_grad(): in_support = (z > take(sparsemax_threshold(z.detach(), rows, n_rows), rows)).to(z.dtype)
     tau = (_row_sum(z*in_support, rows, n_rows) - 1) / _row_sum(in_support, rows, n_rows)
-    return (z - take(tau, rows)) * in_support
+    return ((z - take(tau, rows)) * in_support).clamp_min(0)  # tau is recomputed in z.dtype: an entry at the edge of the support may fall a rounding error below it
 
 def entmax15_rows(z:Tensor, # flat scores of chosen entries, containing each row's support
                   rows:Tensor, # row of each entry

@@ -294,7 +294,7 @@ def prior_at(rows:Tensor, cols:Tensor, # positions at which to read the prior
         prior = prior * (gamma - lookup(keys, take(mask.values, order), query))
     return prior
 
-# %% ../nbs/02_tabnet.ipynb #5a3bdef3
+# %% ../nbs/02_tabnet.ipynb #103d92fd
 class TabNetEncoder(nn.Module):
     "TabNet's sequence of decision steps over `n_genes` inputs, dense or sparse CSR"
     def __init__(self, n_genes:int, # number of input genes
@@ -333,6 +333,8 @@ class TabNetEncoder(nn.Module):
                 used = torch.cat([m.rows for m in masks]), torch.cat([m.cols for m in masks])
                 scores.mul_(uniform)
                 scores[used] *= prior_at(*used, masks, self.gamma, self.n_genes) / uniform
+            if not torch.isfinite(scores).all():
+                raise FloatingPointError("TabNet: attention scores are not finite, so training has diverged; lower the learning rate or clip gradients")
             rows, cols = candidates(scores, self.mask_type)
         if torch.is_grad_enabled():
             picked = attention.scores_at(a, rows, cols).to(dtype) * prior_at(rows, cols, masks, self.gamma, self.n_genes)
