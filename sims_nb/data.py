@@ -209,18 +209,19 @@ class Normalise:
         if self.method == 'log1p': np.log1p(values, out=values)
         return X
 
-# %% ../nbs/01_data.ipynb #9145a0c9
+# %% ../nbs/01_data.ipynb #d75629ba
 class H5adSource:
     "Rows of an `.h5ad` file read on demand, with the file's cell ids, gene names and `obs`"
     def __init__(self, path:str|Path, # an .h5ad file, never written to
-                 layer:str|None=None, # read `layers[layer]` instead of `X`; 'raw' reads `raw.X` with `raw.var_names`
+                 layer:str|None=None, # read `layers[layer]` instead of `X`; 'raw' reads `.raw` (unless a layer is named 'raw')
                 ):
         self.path, self.layer = Path(path), layer
         if not self.path.exists(): raise FileNotFoundError(f"{self.path}: no such file")
         try:
             backed = ad.read_h5ad(self.path, backed='r')
-            if layer == 'raw' and backed.raw is None: raise ValueError(f"{self.path}: the file has no .raw; use layer=None (X) or a layer name")
-            self.obs, self.var_names = backed.obs.copy(), pd.Index(backed.raw.var_names if layer == 'raw' else backed.var_names)
+            self.use_raw = layer == 'raw' and 'raw' not in backed.layers  # a layer named 'raw' wins over .raw
+            if self.use_raw and backed.raw is None: raise ValueError(f"{self.path}: the file has no .raw; use layer=None (X) or a layer name")
+            self.obs, self.var_names = backed.obs.copy(), pd.Index(backed.raw.var_names if self.use_raw else backed.var_names)
             backed.file.close()
             with h5py.File(self.path, 'r') as f: self._describe(f)
         except (OSError, KeyError, ValueError, TypeError) as e:
@@ -231,7 +232,7 @@ class H5adSource:
 
     def _describe(self, f:h5py.File):
         "Where the matrix is and how it is stored"
-        key = ('raw/X' if 'raw/X' in f else 'raw.X') if self.layer == 'raw' else f'layers/{self.layer}' if self.layer else 'X'  # raw.X: files before anndata 0.7
+        key = ('raw/X' if 'raw/X' in f else 'raw.X') if self.use_raw else f'layers/{self.layer}' if self.layer else 'X'  # raw.X: files before anndata 0.7
         if key not in f: raise ValueError(f"{self.path}: no layer {self.layer!r} (layers: {', '.join(f['layers'].keys()) if 'layers' in f else 'none'}; or 'raw')")
         node = f[key]
         old_format = {'csr': 'csr_matrix', 'csc': 'csc_matrix'}.get(node.attrs.get('h5sparse_format'), 'array')
@@ -288,12 +289,12 @@ class _InMemorySource:
 
     def read(self, rows:np.ndarray) -> sp.csr_matrix: return self.X[np.asarray(rows, dtype=np.int64)]
 
-# %% ../nbs/01_data.ipynb #69d7c4d1
+# %% ../nbs/01_data.ipynb #8cdd1483
 class AnnDataSource(_InMemorySource):
     "Rows of an in-memory `AnnData`'s `X`, a layer or `.raw`, with its `obs`; the `AnnData` is not changed"
     def __init__(self, adata:ad.AnnData, layer:str|None=None, name:str='AnnData'):
         self.path = Path(name)
-        if layer == 'raw':
+        if layer == 'raw' and 'raw' not in adata.layers:  # a layer named 'raw' wins over .raw
             if adata.raw is None: raise ValueError(f"{name}: the AnnData has no .raw; use layer=None (X) or a layer name")
             X, genes = adata.raw.X, adata.raw.var_names
         elif layer is not None:
