@@ -111,15 +111,17 @@ def lookup(keys:Tensor, # sorted integer keys of the stored entries
     pos = torch.searchsorted(keys, query).clamp_max(len(keys)-1)
     return torch.where(keys[pos] == query, take(values, pos), values.new_zeros(()))
 
-# %% ../nbs/02_tabnet.ipynb #6ca2d7b1
-def csr_gather(x:Tensor, # sparse CSR (cells, genes) with sorted column indices in each row
+# %% ../nbs/02_tabnet.ipynb #74ec7343
+def csr_gather(x:Tensor, # sparse CSR (cells, genes), column indices in any order within a row
                rows:Tensor, # cell of each entry to read
                cols:Tensor, # gene of each entry to read
               ) -> Tensor:
     "Entries `x[rows, cols]` of a sparse CSR matrix, zeros where nothing is stored"
     crow = x.crow_indices()
     stored_rows = torch.repeat_interleave(torch.arange(len(crow)-1, device=rows.device), crow.diff())
-    return lookup(stored_rows*x.shape[1] + x.col_indices(), x.values(), rows*x.shape[1] + cols)  # keys row-major, so sorted
+    keys, values = stored_rows*x.shape[1] + x.col_indices(), x.values()  # row-major keys: sorted when each row's columns are
+    if len(keys) > 1 and bool((keys[1:] < keys[:-1]).any()): keys, order = keys.sort(); values = take(values, order)
+    return lookup(keys, values, rows*x.shape[1] + cols)
 
 # %% ../nbs/02_tabnet.ipynb #67bae58f
 class Mask(NamedTuple):
