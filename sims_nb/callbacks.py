@@ -11,7 +11,7 @@ from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 
 # %% auto #0
-__all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'SparseBatchCallback']
+__all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'densify_on_cuda', 'SparseBatchCallback']
 
 # %% ../nbs/04_callbacks.ipynb #10d18c5b
 class SparsityLossCallback(Callback):
@@ -72,12 +72,14 @@ class KeepBestCallback(TrackerCallback):
         super().after_fit()
         if self.best_state is not None: self.model.load_state_dict(self.best_state)
 
-# %% ../nbs/04_callbacks.ipynb #201bb319
+# %% ../nbs/04_callbacks.ipynb #976cbd7d
+def densify_on_cuda(x:torch.Tensor, max_dense_mb:float=1024) -> torch.Tensor:
+    "A sparse CSR batch on a CUDA device as a dense tensor, if that takes at most `max_dense_mb`; anything else unchanged"
+    if x.layout == torch.sparse_csr and x.is_cuda and x.shape[0]*x.shape[1]*x.values().element_size() <= max_dense_mb*2**20: return x.to_dense()
+    return x
+
 class SparseBatchCallback(Callback):
     "Densify sparse CSR input batches on CUDA devices (after fastai moved them there)"
     order = -10
     def __init__(self, max_dense_mb:float=1024): self.max_dense_mb = max_dense_mb
-    def before_batch(self):
-        x = self.xb[0]
-        if x.layout == torch.sparse_csr and x.is_cuda and x.shape[0]*x.shape[1]*x.values().element_size() <= self.max_dense_mb*2**20:
-            self.learn.xb = (x.to_dense(),) + tuple(self.xb[1:])
+    def before_batch(self): self.learn.xb = (densify_on_cuda(self.xb[0], self.max_dense_mb),) + tuple(self.xb[1:])

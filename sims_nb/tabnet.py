@@ -296,7 +296,7 @@ def prior_at(rows:Tensor, cols:Tensor, # positions at which to read the prior
         prior = prior * (gamma - lookup(keys, take(mask.values, order), query))
     return prior
 
-# %% ../nbs/02_tabnet.ipynb #103d92fd
+# %% ../nbs/02_tabnet.ipynb #835c8d72
 class TabNetEncoder(nn.Module):
     "TabNet's sequence of decision steps over `n_genes` inputs, dense or sparse CSR"
     def __init__(self, n_genes:int, # number of input genes
@@ -311,10 +311,13 @@ class TabNetEncoder(nn.Module):
                  momentum:float=0.02, # batch norm momentum (PyTorch convention)
                  mask_type:str='sparsemax', # 'sparsemax' or 'entmax'
                  input_bn:bool=True, # batch-normalise each input gene first, as TabNet does; False feeds the cells as they come
+                 mask_support:str='all', # genes a mask may choose: 'all', or 'expressed' (non-zero in the cell)
                 ):
         super().__init__()
         if mask_type not in ('sparsemax', 'entmax'): raise ValueError(f"mask_type must be 'sparsemax' or 'entmax', not {mask_type!r}")
+        if mask_support not in ('all', 'expressed'): raise ValueError(f"mask_support must be 'all' or 'expressed', not {mask_support!r}")
         self.n_genes, self.n_d, self.n_a, self.n_steps, self.gamma, self.epsilon, self.mask_type = n_genes, n_d, n_a, n_steps, gamma, epsilon, mask_type
+        self.mask_support = mask_support
         self.initial_bn = nn.BatchNorm1d(n_genes, momentum=0.01) if input_bn else None
         width = n_d + n_a
         shared = nn.ModuleList([GeneLinear(n_genes, 2*width, glu=True)] + [xavier_(nn.Linear(width, 2*width, bias=False), glu=True)
@@ -324,8 +327,10 @@ class TabNetEncoder(nn.Module):
         self.feat_transformers = nn.ModuleList(transformer() for _ in range(n_steps))
         self.att_transformers = nn.ModuleList(AttentiveTransformer(n_a, n_genes, virtual_bs, momentum) for _ in range(n_steps))
 
-    def _mask(self, attention:AttentiveTransformer, a:Tensor, masks:list) -> Mask:
-        "One step's mask: candidates from dense scores, gradients through the candidates only"
+    def _mask(self, attention:AttentiveTransformer, a:Tensor, masks:list,
+              expressed:Tensor|None=None, # (cells, genes) booleans: the genes the mask may choose; None: all
+             ) -> Mask:
+        "One step's mask: candidates from dense scores, gradients through the candidates only; only the genes it keeps are stored"
         select = entmax15_rows if self.mask_type == 'entmax' else sparsemax_rows
         dtype = torch.promote_types(a.dtype, torch.float32)  # masks in at least single precision, also under autocast
         with torch.no_grad():
@@ -337,11 +342,25 @@ class TabNetEncoder(nn.Module):
                 scores[used] *= prior_at(*used, masks, self.gamma, self.n_genes) / uniform
             if not torch.isfinite(scores).all():
                 raise FloatingPointError("TabNet: attention scores are not finite, so training has diverged; lower the learning rate or clip gradients")
+            if expressed is not None: scores.masked_fill_(~expressed, -float('inf'))
             rows, cols = candidates(scores, self.mask_type)
+            if expressed is not None:  # a cell that expresses nothing has only -inf scores, all candidates: drop them
+                chosen = expressed[rows, cols]
+                rows, cols = rows[chosen], cols[chosen]
         if torch.is_grad_enabled():
             picked = attention.scores_at(a, rows, cols).to(dtype) * prior_at(rows, cols, masks, self.gamma, self.n_genes)
         else: picked = scores[rows, cols]
-        return Mask(select(picked, rows, len(a)), rows, cols)
+        values = select(picked, rows, len(a))
+        kept = (values > 0).nonzero().squeeze(1)  # candidates outside the support get 0 and no gradient: store only the rest
+        return Mask(take(values, kept), take(rows, kept), take(cols, kept))
+
+    def expressed(self, x:Tensor) -> Tensor|None:
+        "Which genes each cell's masks may choose: those non-zero in the cell when `mask_support='expressed'`, else None (all)"
+        if self.mask_support == 'all': return None
+        if x.layout != torch.sparse_csr: return x != 0
+        crow = x.crow_indices()
+        rows = torch.repeat_interleave(torch.arange(len(x), device=x.device), crow.diff())
+        return torch.zeros(x.shape, dtype=torch.bool, device=x.device).index_put_((rows, x.col_indices()), x.values() != 0)
 
     def forward(self, x:Tensor # (cells, genes), dense or sparse CSR
                ) -> EncoderOutput:
@@ -350,9 +369,9 @@ class TabNetEncoder(nn.Module):
         identity = lambda value: torch.full((self.n_genes,), value, device=x.device, dtype=x.dtype)
         cells = NormalisedCells(x, *(bn_scale_shift(self.initial_bn, x) if self.initial_bn is not None else (identity(1.), identity(0.))))
         a = self.initial_splitter(pre=cells.linear(self.initial_splitter.gene_layer.weight))[:, self.n_d:]
-        masks, steps = [], []
+        masks, steps, expressed = [], [], self.expressed(x)
         for transformer, attention in zip(self.feat_transformers, self.att_transformers):
-            mask = self._mask(attention, a, masks)
+            mask = self._mask(attention, a, masks, expressed)
             masks.append(mask)
             layer = transformer.gene_layer
             # a gene layer shared with the initial splitter gets a dense gradient there: these add only the rows the mask kept
@@ -362,15 +381,17 @@ class TabNetEncoder(nn.Module):
         entropy = sum(-(m.values * torch.log(m.values + self.epsilon)).sum() / n_cells for m in masks) / self.n_steps
         return EncoderOutput(steps, masks, entropy)
 
-# %% ../nbs/02_tabnet.ipynb #61308012
+# %% ../nbs/02_tabnet.ipynb #e7ac6cc5
 class TabNet(nn.Module):
     "TabNet classifier over genes: sparse attentive gene selection in `n_steps` decision steps, logits out"
     def __init__(self, n_genes:int, # number of input genes
                  n_classes:int, # number of cell types
                  n_d:int=8, n_a:int=8, n_steps:int=3, gamma:float=1.3, n_independent:int=2, n_shared:int=2,
-                 epsilon:float=1e-15, virtual_bs:int=128, momentum:float=0.02, mask_type:str='sparsemax', input_bn:bool=True):
+                 epsilon:float=1e-15, virtual_bs:int=128, momentum:float=0.02, mask_type:str='sparsemax', input_bn:bool=True,
+                 mask_support:str='all'):
         super().__init__()
-        self.encoder = TabNetEncoder(n_genes, n_d, n_a, n_steps, gamma, n_independent, n_shared, epsilon, virtual_bs, momentum, mask_type, input_bn)
+        self.encoder = TabNetEncoder(n_genes, n_d, n_a, n_steps, gamma, n_independent, n_shared, epsilon, virtual_bs, momentum, mask_type,
+                                     input_bn, mask_support)
         self.head = xavier_(nn.Linear(n_d, n_classes, bias=False))
 
     def forward(self, x:Tensor) -> tuple[Tensor, Tensor]:

@@ -43,7 +43,11 @@ def test_best_epoch_restored_and_checkpoint_loadable(trained, tmp_path):
     learn, _, model_file = trained
     history = learn.history
     assert learn.best_epoch == int(history.valid_macro_f1.idxmax())
-    assert len(learn.validate()) > 1  # validate works with the keep-best callback attached
+    best = history.valid_macro_f1.max()
+    assert learn.evaluate('valid').scores['macro_f1'] == pytest.approx(best, abs=1e-6)  # the restored model is the best epoch's
+    values = learn.validate()  # fastai's validate works with the keep-best callback attached, on that same model
+    names = [m.name for m in learn.metrics]  # validate returns the loss, then the metrics
+    assert len(values) == 1 + len(names) and values[1 + names.index('macro_f1')] == pytest.approx(best, abs=1e-6)
     checkpoint = SimsModel.load(model_file.parent/'checkpoint.pt')
     assert all(torch.equal(checkpoint.model.state_dict()[k], v.cpu()) for k, v in learn.model.state_dict().items())
 
