@@ -42,6 +42,7 @@ bench: install  ## accuracy against logistic regression and CellTypist (installe
 	$(PIP) celltypist
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/tabnet_speed.py
+	$(BIN)/python bench/explain_speed.py
 
 nbs: install  ## execute every notebook in place (outputs for the docs), then clean
 	for nb in nbs/*.ipynb nbs/tutorials/*.ipynb; do [ -f "$$nb" ] && $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done

@@ -19,7 +19,7 @@ def demo_data() -> Path:
     if not path.exists(): raise FileNotFoundError(f"{path}: scanpy's bundled pbmc68k_reduced file is missing; reinstall scanpy, or give --data FILE --label COLUMN")
     return path
 
-# %% ../nbs/06_cli.ipynb #284d800f
+# %% ../nbs/06_cli.ipynb #ae36202f
 def train(data:list, # data files
           label:str, # label column
           out:Path, # output folder
@@ -48,8 +48,12 @@ def train(data:list, # data files
     test = learn.export_model().table(probabilities, cell_ids[learn.dls.splits['test']])
     test.insert(0, 'true_label', learn.classes[targets.numpy()])
     test.to_csv(out/'test_predictions.csv')
+    from sims_nb.explain import explain_split
+    top = explain_split(learn, 'test').top_genes(10, by='predicted')
+    top.to_csv(out/'top_genes.csv', index=False)
     print('test split:\n' + evaluation.table().T.round(4).to_string(index=False))
-    print(f"wrote {out}: model.pt, model.md, scores.csv, per_class.csv, confusion.png, test_predictions.csv, history.csv")
+    print('top genes per predicted class (test split):\n' + top[top['rank'] <= 5].groupby('class').gene.agg(', '.join).to_string())
+    print(f"wrote {out}: model.pt, model.md, scores.csv, per_class.csv, confusion.png, test_predictions.csv, top_genes.csv, history.csv")
     return evaluation.scores
 
 # %% ../nbs/06_cli.ipynb #37d3f16b

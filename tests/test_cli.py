@@ -18,7 +18,9 @@ def test_demo_writes_everything(demo):
     result, out = demo
     assert result.returncode == 0, result.stderr
     assert 'test split:' in result.stdout and 'macro_f1' in result.stdout
-    assert {'model.pt', 'model.md', 'scores.csv', 'per_class.csv', 'confusion.png', 'test_predictions.csv', 'history.csv'} <= {p.name for p in out.iterdir()}
+    assert {'model.pt', 'model.md', 'scores.csv', 'per_class.csv', 'confusion.png', 'test_predictions.csv', 'top_genes.csv', 'history.csv'} <= {p.name for p in out.iterdir()}
+    top = pd.read_csv(out/'top_genes.csv')
+    assert list(top.columns) == ['class', 'rank', 'gene', 'importance'] and len(top) > 0 and (top.importance > 0).all()
     predictions = pd.read_csv(out/'test_predictions.csv', index_col=0)
     assert {'true_label', 'label', 'probability'} <= set(predictions.columns) and len(predictions) == 140  # 20% of 700 cells
     assert len(pd.read_csv(out/'history.csv')) == 2
