@@ -13,7 +13,7 @@ from .learner import SimsModel, SimsLearner
 from .callbacks import densify_on_cuda
 
 # %% auto #0
-__all__ = ['explain_batch', 'Explanation', 'explain', 'explain_split', 'deletion_test', 'marker_overlap']
+__all__ = ['explain_batch', 'Explanation', 'explain_all', 'explain', 'explain_split', 'deletion_test', 'marker_overlap']
 
 # %% ../nbs/07_explain.ipynb #987f662a
 def _coo(rows:torch.Tensor, cols:torch.Tensor, values:torch.Tensor, shape:tuple) -> sp.csr_matrix:
@@ -48,7 +48,21 @@ class Explanation:
     def __repr__(self):
         return f'Explanation of {self.matrix.shape[0]} cells over {len(self.genes)} genes ({self.matrix.nnz} entries), {len(self.classes)} classes'
 
-# %% ../nbs/07_explain.ipynb #be080541
+# %% ../nbs/07_explain.ipynb #a0e77fd4
+def explain_all(model:SimsModel, # a trained model
+                tensors, # batches of its cells, as tensors on its device
+                steps:bool=False, # also gather each step's masks
+               ) -> tuple[sp.csr_matrix, np.ndarray, list|None]:
+    "Explain matrix (CSR), predicted class numbers and (if `steps`) each step's masks of all the cells of `tensors`"
+    model.model.eval()
+    codes, matrices, masks = [], [], []
+    for x in tensors:
+        logits, matrix, step_masks = explain_batch(model.model, x, steps)
+        codes.append(logits.argmax(-1).cpu()); matrices.append(matrix); masks.append(step_masks)
+    if not matrices: raise ValueError("there are no cells to explain")
+    by_step = [sp.vstack([m[t] for m in masks], format='csr') for t in range(len(masks[0]))] if steps else None
+    return sp.vstack(matrices, format='csr'), torch.cat(codes).numpy(), by_step
+
 def explain(model:SimsModel|SimsLearner, # a trained model, or the learner that trained it
             data, # AnnData, or a path any reader of the data chapter opens
             label:str|None=None, # `obs` column of the true classes, if known
@@ -60,32 +74,25 @@ def explain(model:SimsModel|SimsLearner, # a trained model, or the learner that 
     "The explain matrix of every cell of `data` (genes aligned and normalisation replayed as in prediction), streamed in batches"
     if isinstance(model, SimsLearner): model = model.export_model()
     source, report, batches = model.batches(data, layer, min_overlap, bs)
-    model.model.eval()
-    codes, matrices, masks = [], [], []
-    for x in batches:
-        logits, matrix, step_masks = explain_batch(model.model, model.tensor(x), steps)
-        codes.append(logits.argmax(-1).cpu()); matrices.append(matrix); masks.append(step_masks)
     truth = None
     if label is not None:
         if label not in source.obs: raise ValueError(f"{source.path}: no obs column {label!r} for the true classes")
         truth = source.obs[label].astype(str).to_numpy()
-    n_steps = model.model.encoder.n_steps
-    return Explanation(sp.vstack(matrices, format='csr'), model.genes, model.classes, source.obs.index,
-                       model.classes[torch.cat(codes).numpy()], truth, [sp.vstack([m[t] for m in masks], format='csr') for t in range(n_steps)] if steps else None)
+    matrix, codes, masks = explain_all(model, (model.tensor(x) for x in batches), steps)
+    return Explanation(matrix, model.genes, model.classes, source.obs.index, model.classes[codes], truth, masks)
 
 def explain_split(learn:SimsLearner, split:str='test', steps:bool=False) -> Explanation:
     "The explain matrix of the cells of one of the learner's splits ('test', 'valid' or 'train'), with their true classes"
     if split not in ('train', 'valid', 'test'): raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")
-    model = learn.export_model()
-    model.model.eval()
-    codes, targets, matrices, masks = [], [], [], []
-    for x, y in learn.dls[['train', 'valid', 'test'].index(split)]:
-        logits, matrix, step_masks = explain_batch(model.model, densify_on_cuda(x.to(next(model.model.parameters()).device)), steps)
-        codes.append(logits.argmax(-1).cpu()); targets.append(y); matrices.append(matrix); masks.append(step_masks)
-    if not matrices: raise ValueError(f"the {split} split is empty")
+    model, targets = learn.export_model(), []
+    device = next(model.model.parameters()).device
+    def tensors():
+        for x, y in learn.dls[['train', 'valid', 'test'].index(split)]:
+            targets.append(y)
+            yield densify_on_cuda(x.to(device))
+    matrix, codes, masks = explain_all(model, tensors(), steps)
     cells = pd.Index(pd.concat([s.obs.index.to_series() for s in learn.dls.data.sources]).astype(str))[np.sort(learn.dls.splits[split])]  # the loader's order
-    return Explanation(sp.vstack(matrices, format='csr'), model.genes, model.classes, cells, model.classes[torch.cat(codes).numpy()],
-                       model.classes[torch.cat(targets).numpy()], [sp.vstack([m[t] for m in masks], format='csr') for t in range(len(masks[0]))] if steps else None)
+    return Explanation(matrix, model.genes, model.classes, cells, model.classes[codes], model.classes[torch.cat(targets).numpy()], masks)
 
 @patch
 def explain(self:SimsModel, data, **kwargs) -> Explanation:
@@ -213,7 +220,7 @@ def to_adata(self:Explanation, adata:ad.AnnData, key:str='sims') -> ad.AnnData:
     adata.uns[f'{key}_explain'] = {'classes': means.index.to_numpy(dtype=str), 'unused_genes': int(len(self.unused_genes()))}
     return adata
 
-# %% ../nbs/07_explain.ipynb #27244bdd
+# %% ../nbs/07_explain.ipynb #1e3b793c
 def _without(X:sp.csr_matrix, columns) -> sp.csr_matrix:
     "`X` with the given columns set to zero (entries removed)"
     keep = ~np.isin(X.indices, np.asarray(columns))
@@ -235,9 +242,11 @@ def deletion_test(model:SimsModel|SimsLearner, # a trained model
     "Recall of each class with nothing deleted, without its top-k genes, without k random genes, without another class's top-k"
     if isinstance(model, SimsLearner): model = model.export_model()
     source, _, batches = model.batches(data, layer, bs=bs)
+    if label not in source.obs: raise ValueError(f"{source.path}: no obs column {label!r} for the true classes")
     X = sp.vstack(list(batches), format='csr')
     truth = source.obs[label].astype(str).to_numpy()
-    explanation = explain(model, data, label=label, layer=layer, bs=bs)
+    matrix, codes, _ = explain_all(model, (model.tensor(X[start:start+bs]) for start in range(0, X.shape[0], bs)))
+    explanation = Explanation(matrix, model.genes, model.classes, source.obs.index, model.classes[codes], truth)
     means = explanation.class_importance('true')
     tops = {c: pd.Index(model.genes).get_indexer(means.loc[c].nlargest(k).index) for c in means.index}
     classes = [c for c in means.index if c in set(model.classes)]
