@@ -17,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 __all__ = ['clean_gene_names', 'GeneAlignment', 'align_genes', 'read_labels', 'encode_labels', 'stratified_split',
            'class_weights', 'InputKind', 'detect_input', 'row_sums', 'Normalise', 'H5adSource', 'AnnDataSource',
            'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource', 'open_source',
-           'move_columns', 'CellData', 'BlockSampler', 'CellDataset', 'choose_splits', 'sims_dataloaders']
+           'move_columns', 'CellData', 'BlockSampler', 'csr_tensor', 'CellDataset', 'choose_splits', 'sims_dataloaders']
 
 # %% ../nbs/01_data.ipynb #cc0f5f33
 _ENSEMBL_VERSION = re.compile(r'^(ENS[A-Z]*[GTP]\d{6,})\.\d+$')
@@ -545,16 +545,19 @@ class BlockSampler:
             if self.drop_last and len(batch) < self.bs: break
             yield np.sort(batch)
 
-# %% ../nbs/01_data.ipynb #ad056900
+# %% ../nbs/01_data.ipynb #15b2a1c9
+def csr_tensor(x:sp.csr_matrix) -> torch.Tensor:
+    "A scipy CSR matrix as a torch sparse CSR tensor (int64 indices, float32 values; no copy when they already are)"
+    as_torch = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
+    return torch.sparse_csr_tensor(as_torch(x.indptr, np.int64), as_torch(x.indices, np.int64), as_torch(x.data, np.float32),
+                                   size=x.shape, check_invariants=False)
+
 class CellDataset(torch.utils.data.Dataset):
     "Batches of (cells, labels) from a `CellData`, indexed by a whole batch of cell numbers"
     def __init__(self, data:CellData, sparse:bool=True): self.data, self.sparse = data, sparse
     def __len__(self): return len(self.data)
     def __getitem__(self, idx):
-        x = self.data.cells(idx)
-        as_torch = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
-        x = torch.sparse_csr_tensor(as_torch(x.indptr, np.int64), as_torch(x.indices, np.int64), as_torch(x.data, np.float32),
-                                    size=x.shape, check_invariants=False)
+        x = csr_tensor(self.data.cells(idx))
         return (x if self.sparse else x.to_dense()), torch.from_numpy(self.data.codes[idx])
 
 # %% ../nbs/01_data.ipynb #649b6f78
