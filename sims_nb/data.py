@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import h5py, numpy as np, pandas as pd, scipy.sparse as sp, torch
 import anndata as ad
+from fastcore.basics import patch
 from fastai.data.core import DataLoaders
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
@@ -17,7 +18,8 @@ from sklearn.utils.class_weight import compute_class_weight
 __all__ = ['clean_gene_names', 'GeneAlignment', 'align_genes', 'read_labels', 'encode_labels', 'stratified_split',
            'class_weights', 'InputKind', 'detect_input', 'row_sums', 'Normalise', 'H5adSource', 'AnnDataSource',
            'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource', 'open_source',
-           'move_columns', 'CellData', 'BlockSampler', 'csr_tensor', 'CellDataset', 'choose_splits', 'sims_dataloaders']
+           'move_columns', 'CellData', 'GeneStats', 'gene_stats', 'BlockSampler', 'csr_tensor', 'CellDataset',
+           'choose_splits', 'sims_dataloaders']
 
 # %% ../nbs/01_data.ipynb #cc0f5f33
 _ENSEMBL_VERSION = re.compile(r'^(ENS[A-Z]*[GTP]\d{6,})\.\d+$')
@@ -488,6 +490,7 @@ class CellData:
         self.codes, self.classes = encode_labels(pd.concat(labels, ignore_index=True), class_label)
         self.starts = np.cumsum([0] + [s.n_cells for s in self.sources])
         self.normalise = self._choose_normalisation(method)
+        self.X = None # all cells, once `load` has read them
 
     @staticmethod
     def _labels(source:H5adSource, class_label:str, labelfile) -> pd.Series:
@@ -498,21 +501,22 @@ class CellData:
         return source.obs[class_label].astype(object)
 
     def _choose_normalisation(self, method:str) -> Normalise:
-        "One normalisation for all files, which must hold the same kind of values"
-        kinds = [detect_input(s.read(np.arange(min(s.n_cells, 500))), str(s.path)) for s in self.sources]
+        "One normalisation for all files, which must hold the same kind of values; also estimates the stored entries of every file"
+        samples = [s.read(np.arange(min(s.n_cells, 500))) for s in self.sources]
+        kinds = [detect_input(x, str(s.path)) for x, s in zip(samples, self.sources)]
         if len({k.kind for k in kinds}) > 1:
             raise ValueError('files hold different kinds of values: ' + '; '.join(f'{s.path.name}: {k.kind} ({k.reason})' for s, k in zip(self.sources, kinds))
                              + '; give every file raw counts (best) or the same normalisation')
-        return Normalise.for_input(self.sources[0].read(np.arange(min(self.sources[0].n_cells, 500))), method, str(self.sources[0].path))
+        self.entries = int(sum(x.nnz / max(x.shape[0], 1) * s.n_cells for x, s in zip(samples, self.sources)))  # an estimate, from the first cells
+        return Normalise.for_input(samples[0], method, str(self.sources[0].path))
 
     @property
     def genes(self) -> np.ndarray: return self.alignment.genes
     def __len__(self): return int(self.starts[-1])
 
-
-    def cells(self, idx:np.ndarray # increasing cell numbers across all files
-             ) -> sp.csr_matrix:
-        "Normalised rows of cells `idx`, columns in the model's gene order (sorted within rows)"
+    def read(self, idx:np.ndarray # increasing cell numbers across all files
+            ) -> sp.csr_matrix:
+        "Normalised rows of cells `idx` read from the files, columns in the model's gene order (sorted within rows)"
         idx = np.asarray(idx, dtype=np.int64)
         which = np.searchsorted(self.starts, idx, side='right') - 1
         parts = []
@@ -524,26 +528,107 @@ class CellData:
         if len(parts) == 1: return parts[0]
         return sp.vstack(parts, format='csr') if parts else sp.csr_matrix((0, len(self.genes)), dtype=np.float32)
 
+    def cells(self, idx:np.ndarray # cell numbers across all files (increasing, unless the cells are in memory)
+             ) -> sp.csr_matrix:
+        "Normalised rows of cells `idx`, from memory after `load`, else read from the files"
+        return self.X[np.asarray(idx, dtype=np.int64)] if self.X is not None else self.read(idx)
+
+    def load(self, chunk:int=8192) -> CellData:
+        "Read every cell once, normalised, into memory (a CSR matrix of about 8 bytes per stored value): batches then come in any order for free"
+        self.X = sp.vstack([self.read(np.arange(start, min(start + chunk, len(self)))) for start in range(0, len(self), chunk)], format='csr')
+        return self
+
+# %% ../nbs/01_data.ipynb #7555bb98
+@dataclass
+class GeneStats:
+    "Per-class sums of normalised values over some cells, from which means, variances and marker scores follow"
+    n:np.ndarray # (classes,) cells of each class
+    sums:np.ndarray # (classes, genes) sum of values
+    squares:np.ndarray # (classes, genes) sum of squared values
+    detected:np.ndarray # (classes, genes) cells where the gene is non-zero
+
+    def means(self) -> np.ndarray: return self.sums / np.maximum(self.n, 1)[:, None]
+
+    def marker_scores(self) -> np.ndarray:
+        "Welch's t statistic of each class (rows) against all other cells, per gene; 0 for a class without cells"
+        n_in, n_out = self.n[:, None], self.n.sum() - self.n[:, None]
+        sums_out, squares_out = self.sums.sum(0) - self.sums, self.squares.sum(0) - self.squares
+        mean_in, mean_out = self.sums / np.maximum(n_in, 1), sums_out / np.maximum(n_out, 1)
+        var_in = np.maximum(self.squares / np.maximum(n_in, 1) - mean_in**2, 0) * n_in / np.maximum(n_in - 1, 1)  # unbiased, as scanpy
+        var_out = np.maximum(squares_out / np.maximum(n_out, 1) - mean_out**2, 0) * n_out / np.maximum(n_out - 1, 1)
+        scores = (mean_in - mean_out) / np.sqrt(var_in / np.maximum(n_in, 1) + var_out / np.maximum(n_out, 1) + 1e-12)
+        return np.where((n_in > 0) & (n_out > 0), scores, 0.)
+
+    def markers(self, n:int # genes per class
+               ) -> np.ndarray:
+        "Sorted positions of the genes that are among the `n` best markers (positive score) of some class"
+        scores = self.marker_scores()
+        top = np.argsort(-scores, axis=1, kind='stable')[:, :n]
+        return np.unique(top[np.take_along_axis(scores, top, 1) > 0])
+
+def gene_stats(data:CellData, # the data set
+               idx:np.ndarray, # the cells to summarise (e.g. the training split)
+               chunk:int=8192, # cells read at a time
+              ) -> GeneStats:
+    "Per-class statistics of every gene over cells `idx`, in one streaming pass"
+    n_classes, n_genes = len(data.classes), len(data.genes)
+    sums, squares, detected = (np.zeros((n_classes, n_genes)) for _ in range(3))
+    idx = np.sort(np.asarray(idx))
+    for start in range(0, len(idx), chunk):
+        cells = idx[start:start+chunk]
+        X = data.cells(cells).astype(np.float64)
+        members = sp.csr_matrix((np.ones(len(cells)), (data.codes[cells], np.arange(len(cells)))), shape=(n_classes, len(cells)))
+        sums += (members @ X).toarray(); squares += (members @ X.multiply(X)).toarray(); detected += (members @ (X != 0)).toarray()
+    return GeneStats(np.bincount(data.codes[idx], minlength=n_classes).astype(float), sums, squares, detected)
+
+# %% ../nbs/01_data.ipynb #37a3aa99
+@patch
+def keep_genes(self:CellData, positions:np.ndarray # sorted positions, in the current gene order, of the genes to keep
+              ) -> CellData:
+    "Restrict the data set (and the cells in memory) to some of its genes; each cell's normalisation still uses all of its genes"
+    positions = np.asarray(positions, dtype=np.int64)
+    new = np.full(len(self.genes), -1); new[positions] = np.arange(len(positions))
+    a = self.alignment
+    self.alignment = GeneAlignment(a.genes[positions], [np.where(c >= 0, new[np.maximum(c, 0)], -1) for c in a.columns], a.names, a.how)
+    if self.X is not None: self.X = self.X[:, positions]
+    return self
+
 # %% ../nbs/01_data.ipynb #a7890a5b
 class BlockSampler:
     "Batches of cell indices: shuffled blocks of consecutive cells, each batch sorted, reshuffled every epoch"
-    def __init__(self, idx:np.ndarray, bs:int=256, block:int=32, shuffle:bool=True, seed:int=0, drop_last:bool=False):
+    def __init__(self, idx:np.ndarray, # the cells to sample (e.g. a split)
+                 bs:int=256, # cells per batch
+                 block:int=32, # consecutive cells kept together (1: cells shuffled one by one)
+                 shuffle:bool=True, seed:int=0, drop_last:bool=False,
+                 min_bs:int=1, # a last batch with fewer cells joins the batch before it (batch norm needs 2 cells in training)
+                 passes:int=1, # passes over the cells per epoch, each shuffled afresh (small splits: fewer, longer epochs)
+                ):
         self.idx, self.bs, self.block, self.shuffle, self.seed, self.drop_last = np.sort(np.asarray(idx)), bs, block, shuffle, seed, drop_last
-        self.epoch = 0
+        self.min_bs, self.passes, self.epoch = min_bs, passes, 0
 
-    def __len__(self): return len(self.idx) // self.bs if self.drop_last else -(-len(self.idx) // self.bs)
+    def starts(self) -> list:
+        "Where each batch starts"
+        n = len(self.idx) * self.passes
+        starts = list(range(0, n, self.bs))
+        if self.drop_last and n % self.bs: starts.pop()
+        elif len(starts) > 1 and n - starts[-1] < self.min_bs: starts.pop()  # too small a remainder: the last full batch takes it
+        return starts
+
+    def __len__(self): return len(self.starts())
+
+    def order(self, rng:np.random.Generator|None) -> np.ndarray:
+        "One pass over the cells: blocks of consecutive cells, shuffled by `rng` if given"
+        blocks = [self.idx[i:i+self.block] for i in range(0, len(self.idx), self.block)]
+        if rng is not None: blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        return np.concatenate(blocks) if blocks else self.idx
 
     def __iter__(self):
-        blocks = [self.idx[i:i+self.block] for i in range(0, len(self.idx), self.block)]
-        if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(len(blocks))
-            blocks = [blocks[i] for i in order]
+        rng = np.random.default_rng((self.seed, self.epoch)) if self.shuffle else None
         self.epoch += 1
-        cells = np.concatenate(blocks) if blocks else self.idx
-        for start in range(0, len(cells), self.bs):
-            batch = cells[start:start+self.bs]
-            if self.drop_last and len(batch) < self.bs: break
-            yield np.sort(batch)
+        cells = np.concatenate([self.order(rng) for _ in range(self.passes)])
+        starts = self.starts()
+        ends = starts[1:] + [len(cells) if not self.drop_last else (starts[-1] + self.bs if starts else 0)]
+        for start, end in zip(starts, ends): yield np.sort(cells[start:end])
 
 # %% ../nbs/01_data.ipynb #15b2a1c9
 def csr_tensor(x:sp.csr_matrix) -> torch.Tensor:
@@ -587,18 +672,32 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
                      valid_pct:float=0.1, test_pct:float=0.2, seed:int=0, # stratified splits
                      split_col:str|None=None, # or: an `obs` column of 'train'/'valid'/'test'
                      test_files:list|None=None, # or: positions of files that are the test set
-                     block:int=32, # consecutive cells kept together when shuffling (see BlockSampler)
+                     genes_per_class:int|None=None, # keep the union of each class's best markers in the training cells (`GeneStats.markers`); None: all genes
+                     in_memory:bool|str='auto', # hold the normalised cells in memory: True, False, or 'auto': when they take at most `max_memory_mb`
+                     max_memory_mb:float=512,
+                     block:int=32, # consecutive cells kept together when shuffling cells read from files (see BlockSampler); cells in memory are shuffled one by one
+                     min_epoch_cells:int=2048, # a training epoch passes over a small training split several times, to hold at least this many cells
                      sparse:bool=True, # batches as sparse CSR tensors (else dense)
                      num_workers:int=0, # data-loading processes
                      **kwargs, # passed to CellData
                     ) -> DataLoaders:
-    "fastai `DataLoaders` (train, valid, test) over cells read lazily from `files`, with the data's metadata attached"
+    "fastai `DataLoaders` (train, valid, test) over cells from `files`, read lazily or held in memory, with the data's metadata attached"
     data = CellData(files, labelfiles, class_label, **kwargs)
     splits = choose_splits(data, valid_pct, test_pct, seed, split_col, test_files)
+    if in_memory is True or (in_memory == 'auto' and data.entries * 8 <= max_memory_mb * 2**20): data.load()
+    stats = None
+    if genes_per_class:
+        stats = gene_stats(data, splits['train'])
+        chosen = stats.markers(genes_per_class)
+        data.keep_genes(chosen)
+        stats = GeneStats(stats.n, stats.sums[:, chosen], stats.squares[:, chosen], stats.detected[:, chosen])
     dataset = CellDataset(data, sparse)
-    loader = lambda name, shuffle: torch.utils.data.DataLoader(dataset, sampler=BlockSampler(splits[name], bs, block, shuffle=shuffle, seed=seed),
-                                                             batch_size=None, num_workers=num_workers)
+    passes = max(1, -(-min_epoch_cells // max(len(splits['train']), 1)))
+    loader = lambda name, shuffle: torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=num_workers,
+        sampler=BlockSampler(splits[name], bs, 1 if data.X is not None else block, shuffle=shuffle, seed=seed, min_bs=2 if shuffle else 1,
+                             passes=passes if shuffle else 1))
     dls = DataLoaders(loader('train', True), loader('valid', False), loader('test', False))
-    dls.data, dls.splits = data, splits
+    dls.data, dls.splits, dls.gene_stats = data, splits, stats
     dls.class_weights = torch.tensor(class_weights(data.codes[splits['train']], len(data.classes)), dtype=torch.float32)
     return dls
