@@ -312,12 +312,13 @@ class TabNetEncoder(nn.Module):
                  mask_type:str='sparsemax', # 'sparsemax' or 'entmax'
                  input_bn:bool=True, # batch-normalise each input gene first, as TabNet does; False feeds the cells as they come
                  mask_support:str='all', # genes a mask may choose: 'all', or 'expressed' (non-zero in the cell)
+                 mask_temperature:float=1., # attention scores are divided by it before sparsemax: above 1, each mask keeps more genes
                 ):
         super().__init__()
         if mask_type not in ('sparsemax', 'entmax'): raise ValueError(f"mask_type must be 'sparsemax' or 'entmax', not {mask_type!r}")
         if mask_support not in ('all', 'expressed'): raise ValueError(f"mask_support must be 'all' or 'expressed', not {mask_support!r}")
         self.n_genes, self.n_d, self.n_a, self.n_steps, self.gamma, self.epsilon, self.mask_type = n_genes, n_d, n_a, n_steps, gamma, epsilon, mask_type
-        self.mask_support = mask_support
+        self.mask_support, self.mask_temperature = mask_support, mask_temperature
         self.initial_bn = nn.BatchNorm1d(n_genes, momentum=0.01) if input_bn else None
         width = n_d + n_a
         shared = nn.ModuleList([GeneLinear(n_genes, 2*width, glu=True)] + [xavier_(nn.Linear(width, 2*width, bias=False), glu=True)
@@ -334,7 +335,7 @@ class TabNetEncoder(nn.Module):
         select = entmax15_rows if self.mask_type == 'entmax' else sparsemax_rows
         dtype = torch.promote_types(a.dtype, torch.float32)  # masks in at least single precision, also under autocast
         with torch.no_grad():
-            scores = attention(a).to(dtype)
+            scores = attention(a).to(dtype) / self.mask_temperature
             if masks:  # the prior is gamma**step except where earlier masks were: no dense prior is ever built
                 uniform = self.gamma ** len(masks)
                 used = torch.cat([m.rows for m in masks]), torch.cat([m.cols for m in masks])
@@ -348,7 +349,7 @@ class TabNetEncoder(nn.Module):
                 chosen = expressed[rows, cols]
                 rows, cols = rows[chosen], cols[chosen]
         if torch.is_grad_enabled():
-            picked = attention.scores_at(a, rows, cols).to(dtype) * prior_at(rows, cols, masks, self.gamma, self.n_genes)
+            picked = attention.scores_at(a, rows, cols).to(dtype) / self.mask_temperature * prior_at(rows, cols, masks, self.gamma, self.n_genes)
         else: picked = scores[rows, cols]
         values = select(picked, rows, len(a))
         kept = (values > 0).nonzero().squeeze(1)  # candidates outside the support get 0 and no gradient: store only the rest
@@ -388,11 +389,14 @@ class TabNet(nn.Module):
                  n_classes:int, # number of cell types
                  n_d:int=8, n_a:int=8, n_steps:int=3, gamma:float=1.3, n_independent:int=2, n_shared:int=2,
                  epsilon:float=1e-15, virtual_bs:int=128, momentum:float=0.02, mask_type:str='sparsemax', input_bn:bool=True,
-                 mask_support:str='all'):
+                 mask_support:str='all', mask_temperature:float=1.,
+                 zero_head:bool=False, # start the head at zero (every class equally likely, loss ln(n_classes)) instead of TabNet's Xavier initialisation
+                ):
         super().__init__()
         self.encoder = TabNetEncoder(n_genes, n_d, n_a, n_steps, gamma, n_independent, n_shared, epsilon, virtual_bs, momentum, mask_type,
-                                     input_bn, mask_support)
+                                     input_bn, mask_support, mask_temperature)
         self.head = xavier_(nn.Linear(n_d, n_classes, bias=False))
+        if zero_head: nn.init.zeros_(self.head.weight)
 
     def forward(self, x:Tensor) -> tuple[Tensor, Tensor]:
         "Logits (cells, classes) and the sparsity regulariser"
