@@ -11,7 +11,8 @@ from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 
 # %% auto #0
-__all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'densify_on_cuda', 'SparseBatchCallback']
+__all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'drop_genes', 'GeneDropoutCallback',
+           'densify_on_cuda', 'SparseBatchCallback']
 
 # %% ../nbs/04_callbacks.ipynb #10d18c5b
 class SparsityLossCallback(Callback):
@@ -48,12 +49,14 @@ class KeepBestCallback(TrackerCallback):
                  comp=None, min_delta:float=0., # as in fastai's `TrackerCallback`
                  checkpoint:str|Path|None=None, # file to write after each improvement
                  save=None, # `save(learn, path)` writes the model file; default `torch.save` of the weights
+                 prefer_later:bool=True, # an epoch as good as the best so far replaces it
                 ):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta)
-        self.checkpoint, self.save = checkpoint, save
+        self.checkpoint, self.save, self.prefer_later = checkpoint, save, prefer_later
 
     def before_fit(self):
         super().before_fit()
+        if self.prefer_later: self.comp = {np.less: np.less_equal, np.greater: np.greater_equal}.get(self.comp, self.comp)
         self.best_state, self.trained = None, False  # `validate` also sends before_fit: learn.best_epoch is left alone
 
     def after_train(self): self.trained = True
@@ -71,6 +74,53 @@ class KeepBestCallback(TrackerCallback):
     def after_fit(self):
         super().after_fit()
         if self.best_state is not None: self.model.load_state_dict(self.best_state)
+
+# %% ../nbs/04_callbacks.ipynb #eb7c856c
+class EMACallback(Callback):
+    "Validate with, and end with, an exponential moving average of the weights; training continues from the raw weights"
+    order = KeepBestCallback.order - 1  # averaged weights are in place before `KeepBestCallback` keeps the best
+    def __init__(self, decay:float=0.99): self.decay, self.average, self.raw = decay, None, None
+
+    def before_fit(self): self.average, self.raw, self.steps = None, None, 0  # `validate` and `get_preds` send it too: they use the weights as they are
+
+    def before_train(self):
+        if self.raw is not None: self.model.load_state_dict(self.raw); self.raw = None  # the next epoch trains the raw weights
+        if self.average is None: self.average = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def after_step(self):
+        self.steps += 1
+        weight = 1 - min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                if value.dtype.is_floating_point: self.average[name].lerp_(value.detach(), weight)
+                else: self.average[name].copy_(value)
+
+    def before_validate(self):
+        if self.average is None: return
+        self.raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.average)
+
+    def after_fit(self):
+        if self.average is not None and self.raw is None: self.model.load_state_dict(self.average)  # trained, never validated: end averaged
+
+# %% ../nbs/04_callbacks.ipynb #07ab2dd8
+def drop_genes(x:torch.Tensor, # cells x genes, sparse CSR or dense
+               p:float, # probability of removing each detected gene
+               generator:torch.Generator|None=None) -> torch.Tensor:
+    "`x` with each stored (non-zero) entry removed with probability `p`"
+    if x.layout != torch.sparse_csr: return x * (torch.rand(x.shape, device=x.device, generator=generator) >= p)
+    values, crow = x.values(), x.crow_indices()
+    keep = torch.rand(values.shape, device=values.device, generator=generator) >= p
+    rows = torch.repeat_interleave(torch.arange(len(x), device=values.device), crow.diff())
+    crow = torch.cat([crow.new_zeros(1), torch.bincount(rows[keep], minlength=len(x)).cumsum(0)])
+    return torch.sparse_csr_tensor(crow, x.col_indices()[keep], values[keep], size=x.shape, check_invariants=False)  # valid by construction
+
+class GeneDropoutCallback(Callback):
+    "Remove each detected gene of each training cell with probability `p`, afresh every batch"
+    order = -11  # on the sparse batch, before `SparseBatchCallback` (order -10) densifies it on a GPU
+    def __init__(self, p:float=0.2): self.p = p
+    def before_batch(self):
+        if self.training and self.p: self.learn.xb = (drop_genes(self.xb[0], self.p),) + tuple(self.xb[1:])
 
 # %% ../nbs/04_callbacks.ipynb #976cbd7d
 def densify_on_cuda(x:torch.Tensor, max_dense_mb:float=1024) -> torch.Tensor:
