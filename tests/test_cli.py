@@ -7,7 +7,7 @@ DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
 COMMAND = Path(sys.executable).parent/'sims-nb'
 
 def run(*args):
-    return subprocess.run([str(COMMAND), *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(COMMAND), *map(str, args)], capture_output=True, text=True)
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
