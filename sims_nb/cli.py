@@ -6,10 +6,10 @@
 from __future__ import annotations
 import argparse, sys, json, warnings
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['demo_data', 'train', 'predict', 'main']
+__all__ = ['demo_data', 'linear_baseline', 'train', 'predict', 'main']
 
 # %% ../nbs/06_cli.ipynb #cd6656b6
 def demo_data() -> Path:
@@ -19,19 +19,37 @@ def demo_data() -> Path:
     if not path.exists(): raise FileNotFoundError(f"{path}: scanpy's bundled pbmc68k_reduced file is missing; reinstall scanpy, or give --data FILE --label COLUMN")
     return path
 
+# %% ../nbs/06_cli.ipynb #6c010f98
+def linear_baseline(data:list, # data files, as given to `train`
+                    label:str, # label column
+                    splits:dict, # the learner's splits (`learn.dls.splits`)
+                    labelfiles:list|None=None, layer:str|None=None,
+                   ) -> dict:
+    "Test scores of logistic regression on log1p CP10k of every gene of the files, fitted on the train and valid cells"
+    from sklearn.linear_model import LogisticRegression
+    from sims_nb.data import CellData, Normalise
+    from sims_nb.metrics import confusion_matrix, classification_scores
+    every_gene = CellData(data, labelfiles, label, layer=layer)
+    if every_gene.normalise.kind == 'counts': every_gene.normalise = Normalise('counts', 'log1p')
+    fit = np.sort(np.concatenate([splits['train'], splits['valid']]))
+    model = LogisticRegression(max_iter=1000).fit(every_gene.cells(fit), every_gene.codes[fit])
+    test = np.sort(splits['test'])
+    return classification_scores(confusion_matrix(every_gene.codes[test], model.predict(every_gene.cells(test)), len(every_gene.classes)))
+
 # %% ../nbs/06_cli.ipynb #ae36202f
 def train(data:list, # data files
           label:str, # label column
           out:Path, # output folder
           labelfiles:list|None=None, layer:str|None=None, recipe:str='default', epochs:int|None=None, seed:int=0,
-          min_overlap:float=0.5) -> dict:
+          min_overlap:float=0.5, compare:bool=False, # also score logistic regression on the same cells (`linear_baseline`)
+         ) -> dict:
     "Train, evaluate on the test split, and write the model and reports into `out`; returns the test scores"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from fastai.callback.progress import CSVLogger
     from sims_nb.learner import sims_learner, get_recipe
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    changes = {'epochs': epochs} if epochs else {}
+    changes = {'epochs': epochs, 'steps': None} if epochs else {}  # a given number of epochs, not the recipe's budget of steps
     learn = sims_learner(data, labelfiles, label, recipe=get_recipe(recipe, **changes), seed=seed, layer=layer,
                          checkpoint=out/'model.pt', path=out, cbs=[CSVLogger('history.csv')])
     print(f"training on {len(learn.dls.data)} cells x {len(learn.genes)} genes, {len(learn.classes)} classes "
@@ -53,6 +71,9 @@ def train(data:list, # data files
     top.to_csv(out/'top_genes.csv', index=False)
     print('test split:\n' + evaluation.table().T.round(4).to_string(index=False))
     print('top genes per predicted class (test split):\n' + top[top['rank'] <= 5].groupby('class').gene.agg(', '.join).to_string())
+    if compare:
+        baseline = linear_baseline(data, label, learn.dls.splits, labelfiles, layer)
+        print(f"logistic regression on the same cells (log1p CP10k, every gene): accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}")
     print(f"wrote {out}: model.pt, model.md, scores.csv, per_class.csv, confusion.png, test_predictions.csv, top_genes.csv, history.csv")
     return evaluation.scores
 
@@ -75,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     def training_options(p):
         p.add_argument('--out', type=Path, default=Path('sims_nb_out'), help='output folder (default: sims_nb_out)')
         p.add_argument('--recipe', default='default', help="training recipe: 'default' or 'thesis'")
-        p.add_argument('--epochs', type=int, default=None, help="epochs (default: the recipe's)")
+        p.add_argument('--epochs', type=int, default=None, help="train for exactly this many epochs (default: the recipe's budget of optimiser steps)")
         p.add_argument('--seed', type=int, default=0)
         p.add_argument('--layer', default=None, help="read this .h5ad layer instead of X ('raw' for .raw)")
     demo = commands.add_parser('demo', help="train on scanpy's bundled PBMCs (or --data FILE --label COLUMN), evaluate, write a model and reports")
@@ -102,7 +123,7 @@ def main(argv:list|None=None) -> int:
         if args.command == 'demo':
             if (args.data is None) != (args.label is None): raise ValueError('give both --data FILE and --label COLUMN, or neither (for the bundled PBMCs)')
             data, label, layer = (args.data, args.label, args.layer) if args.data else (demo_data(), 'bulk_labels', 'raw')
-            train([data], label, args.out, layer=layer, recipe=args.recipe, epochs=args.epochs, seed=args.seed)
+            train([data], label, args.out, layer=layer, recipe=args.recipe, epochs=args.epochs, seed=args.seed, compare=True)
         elif args.command == 'train':
             train(args.data, args.label, args.out, args.labelfiles, args.layer, args.recipe, args.epochs, args.seed)
         else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap)

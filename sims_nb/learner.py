@@ -22,7 +22,7 @@ import sims_nb
 from .tabnet import TabNet
 from .data import sims_dataloaders, open_source, clean_gene_names, detect_input, Normalise, move_columns, csr_tensor
 from .metrics import sims_metrics, confusion_matrix, classification_scores, per_class_scores, plot_confusion
-from .callbacks import SparsityLossCallback, KeepBestCallback, SparseBatchCallback, atomic_write, densify_on_cuda
+from .callbacks import SparsityLossCallback, KeepBestCallback, EMACallback, GeneDropoutCallback, SparseBatchCallback, atomic_write, densify_on_cuda
 
 # %% auto #0
 __all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsLearner', 'sims_learner', 'Evaluation',
@@ -31,34 +31,43 @@ __all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsL
 # %% ../nbs/05_learner.ipynb #8bdeddf8
 @dataclass
 class Recipe:
-    "How to train a SIMS model: optimiser, schedule, stopping, and the TabNet's size"
+    "How to train a SIMS model: genes, optimiser, schedule, stopping, and the TabNet's size"
+    genes_per_class:int|None=100 # keep the union of each class's best markers in the training cells; None: every gene
     lr:float=0.01 # peak (one-cycle) or starting (plateau) learning rate
     wd:float=1e-2 # weight decay, as L2 on the gradient (Adam without decoupling)
-    bs:int=64 # cells per batch
-    epochs:int=20 # epochs (at most, with early stopping)
+    bs:int=128 # cells per batch
+    steps:int|None=1000 # optimiser steps to train for: the epochs follow from the training split's size (at most `epochs`); None: `epochs` epochs
+    epochs:int=100 # epochs (at most, with `steps` or early stopping)
     schedule:str='one_cycle' # 'one_cycle' or 'plateau'
+    pct_start:float=0.1 # share of one-cycle training spent warming up
     monitor:str='macro_f1' # validation metric that picks the best epoch (and drives plateau and early stopping)
     patience:int|None=None # early stopping after this many epochs without a gain; None: never
     plateau_factor:float=0.75 # learning rate multiplied by this on a plateau
     plateau_patience:int=2 # epochs without a gain before the plateau reduction
     clip:float|None=2.0 # gradient norm clipping; None: none
+    ema:float|None=0.99 # decay of the average of the weights that is validated and kept (`EMACallback`); None: the raw weights
+    gene_dropout:float=0.2 # probability of removing each detected gene of a training cell, every batch (`GeneDropoutCallback`)
     lambda_sparse:float=1e-4 # weight of TabNet's sparsity term
     n_d:int=32; n_a:int=32; n_steps:int=3; gamma:float=1.3 # TabNet's size and prior relaxation
+    n_independent:int=1; n_shared:int=1 # GLU layers of each step's own and of the shared part of the feature transformers
     momentum:float=0.1; virtual_bs:int=128 # batch norm momentum and ghost batch size
     input_bn:bool=False # TabNet's batch norm of the input genes
     mask_type:str='sparsemax' # 'sparsemax' or 'entmax'
     mask_support:str='expressed' # genes a cell's masks may choose: 'expressed' (its non-zero genes) or 'all' (TabNet as published)
+    mask_temperature:float=4. # attention scores are divided by it before sparsemax: larger keeps more genes per mask
+    zero_head:bool=True # start the head at zero (TabNet's Xavier start gives large random logits)
 
     def model_args(self) -> dict:
         "Arguments of `TabNet` (besides genes and classes)"
-        return dict(n_d=self.n_d, n_a=self.n_a, n_steps=self.n_steps, gamma=self.gamma, momentum=self.momentum,
-                    virtual_bs=self.virtual_bs, input_bn=self.input_bn, mask_type=self.mask_type,
-                    mask_support=self.mask_support)
+        return dict(n_d=self.n_d, n_a=self.n_a, n_steps=self.n_steps, gamma=self.gamma, n_independent=self.n_independent, n_shared=self.n_shared,
+                    momentum=self.momentum, virtual_bs=self.virtual_bs, input_bn=self.input_bn, mask_type=self.mask_type,
+                    mask_support=self.mask_support, mask_temperature=self.mask_temperature, zero_head=self.zero_head)
 
 RECIPES = {
     'default': Recipe(),
-    'thesis': Recipe(lr=0.01, wd=1e-3, bs=32, epochs=100, schedule='plateau', monitor='accuracy', patience=4, clip=0.5, lambda_sparse=1e-3,
-                     n_d=8, n_a=8, n_steps=3, momentum=0.02, input_bn=True, mask_support='all'),
+    'thesis': Recipe(genes_per_class=None, lr=0.01, wd=1e-3, bs=32, steps=None, epochs=100, schedule='plateau', monitor='accuracy', patience=4,
+                     clip=0.5, ema=None, gene_dropout=0., lambda_sparse=1e-3, n_d=8, n_a=8, n_steps=3, n_independent=2, n_shared=2, momentum=0.02, input_bn=True,
+                     mask_support='all', mask_temperature=1., zero_head=False),
 }
 
 def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
@@ -82,11 +91,16 @@ class SimsLearner(Learner):
             return
         r = self.recipe
         extra = [EarlyStoppingCallback(self.monitor, patience=r.patience)] if r.patience else []
-        if r.schedule == 'one_cycle': return self.fit_one_cycle(r.epochs, r.lr, wd=r.wd, cbs=extra + list(cbs or []))
+        if r.schedule == 'one_cycle': return self.fit_one_cycle(self.recipe_epochs, r.lr, wd=r.wd, pct_start=r.pct_start, cbs=extra + list(cbs or []))
         if r.schedule != 'plateau': raise ValueError(f"unknown schedule {r.schedule!r}; use 'one_cycle' or 'plateau'")
         plateau = ReduceLROnPlateau(self.monitor, patience=r.plateau_patience, factor=1/r.plateau_factor)
-        return self.fit(r.epochs, r.lr, r.wd, extra + [plateau] + list(cbs or []))
+        return self.fit(self.recipe_epochs, r.lr, r.wd, extra + [plateau] + list(cbs or []))
 
+    @property
+    def recipe_epochs(self) -> int:
+        "Epochs the recipe trains for: enough for its `steps` on this training split, at most its `epochs`"
+        if self.recipe.steps is None: return self.recipe.epochs
+        return int(np.clip(round(self.recipe.steps / len(self.dls.train)), 1, self.recipe.epochs))
     @property
     def monitor(self) -> str: return f'valid_{self.recipe.monitor}' if self.recorder.train_metrics else self.recipe.monitor
     @property
@@ -102,16 +116,19 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
                  checkpoint:str|Path|None=None, # model file written (atomically) whenever validation improves
                  cbs:list|None=None, # more callbacks (e.g. fastai's `CSVLogger`, or W&B's)
                  path:str|Path='.', # where fastai writes (CSVLogger, lr_find)
-                 **kwargs, # passed to `sims_dataloaders` (split_col, test_files, num_workers, layer, how, method ...)
+                 **kwargs, # passed to `sims_dataloaders` (split_col, test_files, num_workers, in_memory, layer, how, method ...)
                 ) -> SimsLearner:
-    "A `SimsLearner` over cells read lazily from `datafiles`, labelled by `class_label`, trained by `recipe`"
+    "A `SimsLearner` over the cells of `datafiles` (read lazily, or held in memory when small), labelled by `class_label`, trained by `recipe`"
     recipe = get_recipe(recipe)
     set_seed(seed)
-    dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed, **kwargs)
+    dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed,
+                           genes_per_class=recipe.genes_per_class, **kwargs)
     if len(dls.splits['valid']) == 0: raise ValueError("the validation split is empty; the best epoch is chosen on it: use valid_pct > 0")
     model = TabNet(len(dls.data.genes), len(dls.data.classes), **recipe.model_args())
     callbacks = [SparsityLossCallback(recipe.lambda_sparse), SparseBatchCallback()]
     if recipe.clip: callbacks.append(GradientClip(recipe.clip))
+    if recipe.ema: callbacks.append(EMACallback(recipe.ema))
+    if recipe.gene_dropout: callbacks.append(GeneDropoutCallback(recipe.gene_dropout))
     if torch.cuda.is_available(): callbacks.append(MixedPrecision())
     learn = SimsLearner(dls, model, loss_func=CrossEntropyLossFlat(weight=dls.class_weights), opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
                         lr=recipe.lr, wd=recipe.wd, wd_bn_bias=False, metrics=sims_metrics(), path=path, cbs=callbacks + list(cbs or []))
@@ -271,7 +288,7 @@ class SimsModel:
 
     def _meta(self) -> dict:
         return {'genes': [str(g) for g in self.genes], 'classes': [str(c) for c in self.classes], 'normalise': asdict(self.normalise),
-                'model_args': {'n_genes': len(self.genes), 'n_classes': len(self.classes), **{k: self.recipe[k] for k in Recipe().model_args()}},
+                'model_args': {'n_genes': len(self.genes), 'n_classes': len(self.classes), **{k: self.recipe[k] for k in Recipe().model_args() if k in self.recipe}},
                 'recipe': self.recipe, 'scores': self.scores, 'info': self.info,
                 'versions': {'sims_nb': sims_nb.__version__, 'torch': torch.__version__, 'python': platform.python_version()},
                 'saved': time.strftime('%Y-%m-%d %H:%M:%S')}
