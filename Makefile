@@ -49,6 +49,8 @@ demo: install  ## train on scanpy's bundled PBMCs; model, predictions, confusion
 bench: install  ## accuracy against logistic regression, a linear SVM and CellTypist (installed here), speed against pytorch-tabnet
 	$(PIP) celltypist
 	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/explain_quality.py
 	$(BIN)/python bench/tabnet_speed.py
 	$(BIN)/python bench/explain_speed.py
 

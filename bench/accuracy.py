@@ -13,7 +13,8 @@ import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.metrics import f1_score, accuracy_score
-from sims_nb.data import CellData, choose_splits, Normalise
+from sims_nb.data import CellData, choose_splits
+from sims_nb.cli import baseline_cells
 from sims_nb.learner import sims_learner, get_recipe
 
 warnings.filterwarnings('ignore')
@@ -69,12 +70,10 @@ def learner_inputs(row:Row, seed:int):
     return [DATA/row.train], {}
 
 def baseline_data(files, kwargs, label, seed):
-    "log1p CP10k matrices of the cells sims_nb trains on (train + valid) and tests on, on the genes sims_nb uses"
-    data = CellData(files, None, label)
-    splits = choose_splits(data, 0.1, 0.2, seed, kwargs.get('split_col'), kwargs.get('test_files'))
-    data.normalise = Normalise('counts', 'log1p')
-    fit = np.sort(np.concatenate([splits['train'], splits['valid']]))
-    return data.cells(fit), data.classes[data.codes[fit]], data.cells(splits['test']), data.classes[data.codes[splits['test']]], data.genes
+    "log1p CP10k matrices of the cells sims_nb trains on (train + valid) and tests on, every gene (the demo's `baseline_cells`)"
+    splits = choose_splits(CellData(files, None, label), 0.1, 0.2, seed, kwargs.get('split_col'), kwargs.get('test_files'))
+    X, y, T, truth, data = baseline_cells(files, label, splits)
+    return X, data.classes[y], T, data.classes[truth], data.genes
 
 def celltypist_fit_predict(X_train, y_train, X_test, genes):
     "CellTypist 1.7.1 on log1p data (its expected input), with scikit-learn >= 1.8 (see ovr_logistic_regression)"

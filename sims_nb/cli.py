@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['demo_data', 'linear_baseline', 'train', 'predict', 'main']
+__all__ = ['demo_data', 'baseline_cells', 'linear_baseline', 'train', 'predict', 'main']
 
 # %% ../nbs/06_cli.ipynb #cd6656b6
 def demo_data() -> Path:
@@ -20,6 +20,18 @@ def demo_data() -> Path:
     return path
 
 # %% ../nbs/06_cli.ipynb #6c010f98
+def baseline_cells(data:list, # data files (or AnnData), as given to `train`
+                   label:str, # label column
+                   splits:dict, # the learner's splits (`learn.dls.splits`)
+                   labelfiles:list|None=None, layer:str|None=None,
+                  ) -> tuple:
+    "log1p CP10k of every gene of the files: (fit cells, their class codes, test cells, their class codes, the `CellData`); fit is train + valid"
+    from sims_nb.data import CellData, Normalise
+    every_gene = CellData(data, labelfiles, label, layer=layer)
+    if every_gene.normalise.kind == 'counts': every_gene.normalise = Normalise('counts', 'log1p')
+    fit, test = np.sort(np.concatenate([splits['train'], splits['valid']])), np.sort(splits['test'])
+    return every_gene.cells(fit), every_gene.codes[fit], every_gene.cells(test), every_gene.codes[test], every_gene
+
 def linear_baseline(data:list, # data files, as given to `train`
                     label:str, # label column
                     splits:dict, # the learner's splits (`learn.dls.splits`)
@@ -27,14 +39,10 @@ def linear_baseline(data:list, # data files, as given to `train`
                    ) -> dict:
     "Test scores of logistic regression on log1p CP10k of every gene of the files, fitted on the train and valid cells"
     from sklearn.linear_model import LogisticRegression
-    from sims_nb.data import CellData, Normalise
     from sims_nb.metrics import confusion_matrix, classification_scores
-    every_gene = CellData(data, labelfiles, label, layer=layer)
-    if every_gene.normalise.kind == 'counts': every_gene.normalise = Normalise('counts', 'log1p')
-    fit = np.sort(np.concatenate([splits['train'], splits['valid']]))
-    model = LogisticRegression(max_iter=1000).fit(every_gene.cells(fit), every_gene.codes[fit])
-    test = np.sort(splits['test'])
-    return classification_scores(confusion_matrix(every_gene.codes[test], model.predict(every_gene.cells(test)), len(every_gene.classes)))
+    X, y, T, truth, every_gene = baseline_cells(data, label, splits, labelfiles, layer)
+    predicted = LogisticRegression(max_iter=1000).fit(X, y).predict(T)
+    return classification_scores(confusion_matrix(truth, predicted, len(every_gene.classes)))
 
 # %% ../nbs/06_cli.ipynb #ae36202f
 def train(data:list, # data files
@@ -78,15 +86,19 @@ def train(data:list, # data files
     return evaluation.scores
 
 # %% ../nbs/06_cli.ipynb #37d3f16b
-def predict(model:Path, data:Path, out:Path, layer:str|None=None, top_k:int=3, min_overlap:float=0.5) -> pd.DataFrame:
+def predict(model:Path, data:Path, out:Path, layer:str|None=None, top_k:int=3, min_overlap:float=0.5,
+            unassigned:bool=True, coverage:float|None=0.9) -> pd.DataFrame:
     "Annotate `data` with the model file `model`; write the predictions as csv"
     from sims_nb.learner import SimsModel
-    predictions = SimsModel.load(model).predict(data, layer=layer, top_k=top_k, min_overlap=min_overlap)
+    loaded = SimsModel.load(model)
+    predictions = loaded.predict(data, layer=layer, top_k=top_k, min_overlap=min_overlap, unassigned=unassigned,
+                                 coverage=coverage if loaded.calibration is not None else None)
     report = predictions.attrs['gene_overlap']
     print(f"{report['shared_genes']} of the model's {report['model_genes']} genes found in {data} ({report['share_of_model_genes']:.0%})")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out)
     print(f"wrote {out}: {len(predictions)} cells; predicted types:\n" + predictions.label.value_counts().to_string())
+    if 'unassigned' in predictions: print(f"{predictions.unassigned.mean():.1%} of cells unassigned (their most likely type is in the column most_likely)")
     return predictions
 
 # %% ../nbs/06_cli.ipynb #5d4dc311
@@ -113,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument('--out', type=Path, default=Path('predictions.csv'))
     pred.add_argument('--layer', default=None); pred.add_argument('--top-k', type=int, default=3)
     pred.add_argument('--min-overlap', type=float, default=0.5, help="fewest share of the model's genes the data must hold")
+    pred.add_argument('--no-unassigned', action='store_true', help="always give the most likely type, never 'Unassigned'")
+    pred.add_argument('--coverage', type=float, default=0.9, choices=[0.8, 0.9, 0.95, 0.99], help='coverage of the conformal prediction sets (default 0.9)')
     return parser
 
 def main(argv:list|None=None) -> int:
@@ -126,7 +140,7 @@ def main(argv:list|None=None) -> int:
             train([data], label, args.out, layer=layer, recipe=args.recipe, epochs=args.epochs, seed=args.seed, compare=True)
         elif args.command == 'train':
             train(args.data, args.label, args.out, args.labelfiles, args.layer, args.recipe, args.epochs, args.seed)
-        else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap)
+        else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap, not args.no_unassigned, args.coverage)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"sims-nb {args.command}: error: {e}", file=sys.stderr)
         return 2

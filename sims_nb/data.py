@@ -559,10 +559,21 @@ class GeneStats:
         scores = (mean_in - mean_out) / np.sqrt(var_in / np.maximum(n_in, 1) + var_out / np.maximum(n_out, 1) + 1e-12)
         return np.where((n_in > 0) & (n_out > 0), scores, 0.)
 
-    def markers(self, n:int # genes per class
+    def detection_difference(self) -> np.ndarray:
+        "Share of each class's cells (rows) that detect each gene, minus the share of all other cells"
+        n_in, n_out = self.n[:, None], self.n.sum() - self.n[:, None]
+        return self.detected / np.maximum(n_in, 1) - (self.detected.sum(0) - self.detected) / np.maximum(n_out, 1)
+
+    def specific_scores(self) -> np.ndarray:
+        "Welch's t weighted by the detection difference, 0 where the class detects the gene no more often than the other cells"
+        return self.marker_scores() * np.clip(self.detection_difference(), 0, None)
+
+    def markers(self, n:int, # genes per class
+                score:str='specific', # 'specific' (`specific_scores`) or 't' (`marker_scores`)
                ) -> np.ndarray:
         "Sorted positions of the genes that are among the `n` best markers (positive score) of some class"
-        scores = self.marker_scores()
+        if score not in ('specific', 't'): raise ValueError(f"score must be 'specific' or 't', not {score!r}")
+        scores = self.specific_scores() if score == 'specific' else self.marker_scores()
         top = np.argsort(-scores, axis=1, kind='stable')[:, :n]
         return np.unique(top[np.take_along_axis(scores, top, 1) > 0])
 
@@ -673,6 +684,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
                      split_col:str|None=None, # or: an `obs` column of 'train'/'valid'/'test'
                      test_files:list|None=None, # or: positions of files that are the test set
                      genes_per_class:int|None=None, # keep the union of each class's best markers in the training cells (`GeneStats.markers`); None: all genes
+                     marker_score:str='specific', # how markers are ranked: 'specific' (Welch t weighted by the detection difference) or 't'
                      in_memory:bool|str='auto', # hold the normalised cells in memory: True, False, or 'auto': when they take at most `max_memory_mb`
                      max_memory_mb:float=512,
                      block:int=32, # consecutive cells kept together when shuffling cells read from files (see BlockSampler); cells in memory are shuffled one by one
@@ -688,7 +700,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
     stats = None
     if genes_per_class:
         stats = gene_stats(data, splits['train'])
-        chosen = stats.markers(genes_per_class)
+        chosen = stats.markers(genes_per_class, marker_score)
         data.keep_genes(chosen)
         stats = GeneStats(stats.n, stats.sums[:, chosen], stats.squares[:, chosen], stats.detected[:, chosen])
     dataset = CellDataset(data, sparse)

@@ -32,7 +32,8 @@ __all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsL
 @dataclass
 class Recipe:
     "How to train a SIMS model: genes, optimiser, schedule, stopping, and the TabNet's size"
-    genes_per_class:int|None=100 # keep the union of each class's best markers in the training cells; None: every gene
+    genes_per_class:int|None=30 # keep the union of each class's best markers in the training cells; None: every gene
+    marker_score:str='specific' # how markers are ranked (`GeneStats.markers`): 'specific' (Welch t weighted by the detection difference) or 't'
     lr:float=0.01 # peak (one-cycle) or starting (plateau) learning rate
     wd:float=1e-2 # weight decay, as L2 on the gradient (Adam without decoupling)
     bs:int=128 # cells per batch
@@ -122,7 +123,7 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     recipe = get_recipe(recipe)
     set_seed(seed)
     dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed,
-                           genes_per_class=recipe.genes_per_class, **kwargs)
+                           genes_per_class=recipe.genes_per_class, marker_score=recipe.marker_score, **kwargs)
     if len(dls.splits['valid']) == 0: raise ValueError("the validation split is empty; the best epoch is chosen on it: use valid_pct > 0")
     model = TabNet(len(dls.data.genes), len(dls.data.classes), **recipe.model_args())
     callbacks = [SparsityLossCallback(recipe.lambda_sparse), SparseBatchCallback()]
@@ -136,6 +137,8 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     learn.recorder.train_metrics = True
     learn.recipe, learn.seed, learn.class_label, learn.test_scores = recipe, seed, class_label, None
     learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False)))
+    from sims_nb.inference import CalibrateCallback  # the inference chapter: temperature, 'Unassigned' thresholds, conformal sets
+    learn.add_cb(CalibrateCallback())
     return learn
 
 # %% ../nbs/05_learner.ipynb #b604f3b4
@@ -233,6 +236,7 @@ class SimsModel:
     recipe:dict = field(default_factory=dict)
     scores:dict|None = None # test-split scores
     info:dict = field(default_factory=dict) # provenance: data files, label column, cells, seed, versions
+    calibration:object|None = None # a `Calibration` (inference chapter): temperature, thresholds for 'Unassigned', conformal sets; None: raw softmax
 
     @classmethod
     def from_learner(cls, learn:SimsLearner) -> SimsModel:
@@ -242,26 +246,54 @@ class SimsModel:
                 'cells': {split: int(len(idx)) for split, idx in learn.dls.splits.items()},
                 'class_counts': {str(c): int(n) for c, n in zip(data.classes, np.bincount(data.codes, minlength=len(data.classes)))},
                 'gene_alignment': data.alignment.how, 'best_epoch': getattr(learn, 'best_epoch', None)}
-        return cls(learn.model, np.asarray(data.genes), np.asarray(data.classes), data.normalise, asdict(learn.recipe), learn.test_scores, info)
+        return cls(learn.model, np.asarray(data.genes), np.asarray(data.classes), data.normalise, asdict(learn.recipe), learn.test_scores, info,
+                   getattr(learn, 'calibration', None))
 
     def predict(self, data, # AnnData, or a path any reader of the data chapter opens
                 layer:str|None=None, # AnnData/.h5ad: a layer instead of X, or 'raw'
                 top_k:int=3, # how many labels (with probabilities) per cell
                 min_overlap:float=0.5, # fewest share of the model's genes the data must hold
                 bs:int=1024, # cells per batch
-                write_obs:bool=False, # also write the results into `adata.obs` (AnnData input only)
-                key_added:str='sims', # prefix of the `obs` columns
+                unassigned:bool=True, # label 'Unassigned' the cells a calibrated model cannot place (inference chapter)
+                coverage:float|None=0.9, # a calibrated model adds conformal prediction sets holding the true type this often; None: no sets
+                write_obs:bool=False, # also write the results into `adata.obs` and `adata.uns` (AnnData input only)
+                key_added:str='sims', # prefix of the `obs` columns and the `uns` key
                ) -> pd.DataFrame:
-        "Label, probability and top-k labels of every cell of `data`"
+        "Label, (calibrated) probability and top-k labels of every cell of `data`; with a calibration, 'Unassigned' calls and prediction sets"
+        if write_obs and not isinstance(data, ad.AnnData): raise ValueError("write_obs=True needs an AnnData; the results are returned as a DataFrame")
         source, report, batches = self.batches(data, layer, min_overlap, bs)
-        self.model.eval()
-        with torch.inference_mode(): probabilities = [torch.softmax(self.model(self.tensor(x))[0].float(), -1).cpu() for x in batches]
-        out = self.table(torch.cat(probabilities), source.obs.index, top_k)
+        logits, embeddings, evidence = self.outputs(batches)
+        calibration = self.calibration
+        probabilities = calibration.probabilities(logits) if calibration is not None else torch.softmax(torch.as_tensor(logits), -1).numpy()
+        out = self.table(torch.as_tensor(probabilities), source.obs.index, top_k)
+        if calibration is not None: out = calibration.annotate(out, probabilities, embeddings, evidence, self.classes, unassigned, coverage)
         out.attrs['gene_overlap'] = report
-        if write_obs:
-            if not isinstance(data, ad.AnnData): raise ValueError("write_obs=True needs an AnnData; the results are returned as a DataFrame")
-            for column in out.columns: data.obs[f'{key_added}_{column}'] = out[column].to_numpy()
+        if write_obs: self.write(data, out, key_added)
         return out
+
+    def outputs(self, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray|None]:
+        "Logits, encoder outputs (the sum of the decision steps, which the head reads) and, if calibrated, marker evidence of the cells of `batches`"
+        self.model.eval()
+        logits, embeddings, evidence = [], [], []
+        with torch.inference_mode():
+            for x in batches:
+                x = self.tensor(x)
+                embedding = sum(self.model.encoder(x).steps)
+                logits.append(self.model.head(embedding).float().cpu()); embeddings.append(embedding.float().cpu())
+                if self.calibration is not None: evidence.append(self.calibration.evidence(x))
+        return torch.cat(logits).numpy(), torch.cat(embeddings).numpy(), np.concatenate(evidence) if evidence else None
+
+    def write(self, adata:ad.AnnData, predictions:pd.DataFrame, key_added:str='sims') -> ad.AnnData:
+        "Write `predictions` into `adata`: `obs` columns `{key_added}_label`, ... and `uns[key_added]` (model, gene overlap, thresholds)"
+        if not isinstance(adata, ad.AnnData): raise ValueError("write_obs=True needs an AnnData; the results are returned as a DataFrame")
+        for column in predictions.columns:
+            values = predictions[column].to_numpy()
+            adata.obs[f'{key_added}_{column}'] = pd.Categorical(values) if column == 'label' else values
+        calibration = self.calibration
+        adata.uns[key_added] = {'classes': [str(c) for c in self.classes], 'training_data': [str(d) for d in self.info.get('data', [])],
+                                'gene_overlap': dict(predictions.attrs.get('gene_overlap', {})),
+                                'calibrated': calibration is not None, **(calibration.thresholds() if calibration is not None else {})}
+        return adata
 
     def batches(self, data, layer:str|None=None, min_overlap:float=0.5, bs:int=1024):
         "The cells of `data` in the model's genes, normalised as in training: their source, the gene overlap report, and CSR batches"
@@ -291,6 +323,7 @@ class SimsModel:
                 'model_args': {'n_genes': len(self.genes), 'n_classes': len(self.classes), **{k: self.recipe[k] for k in Recipe().model_args() if k in self.recipe}},
                 'recipe': self.recipe, 'scores': self.scores, 'info': self.info,
                 'versions': {'sims_nb': sims_nb.__version__, 'torch': torch.__version__, 'python': platform.python_version()},
+                'calibration': asdict(self.calibration) if self.calibration is not None else None,
                 'saved': time.strftime('%Y-%m-%d %H:%M:%S')}
 
     def save(self, path:str|Path, card:bool=True) -> Path:
@@ -322,8 +355,10 @@ class SimsModel:
         model = TabNet(**meta['model_args'])
         model.load_state_dict(state)
         model.to(device or 'cpu').eval()
+        from sims_nb.inference import Calibration  # the inference chapter's; files saved before it have none
+        calibration = Calibration(**meta['calibration']) if meta.get('calibration') else None
         return cls(model, np.array(meta['genes'], dtype=object), np.array(meta['classes'], dtype=object), Normalise(**meta['normalise']),
-                   meta['recipe'], meta['scores'], {**meta['info'], 'versions': meta['versions'], 'saved': meta['saved']})
+                   meta['recipe'], meta['scores'], {**meta['info'], 'versions': meta['versions'], 'saved': meta['saved']}, calibration)
 
 # %% ../nbs/05_learner.ipynb #e927c8ef
 def model_card(meta:dict) -> str:

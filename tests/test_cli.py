@@ -30,7 +30,13 @@ def test_predict_with_the_demo_model(demo, tmp_path):
     _, out = demo
     result = run('predict', out/'model.pt', DATA/'pbmc68k_reduced_scanpy.h5ad', '--out', tmp_path/'p.csv')
     assert result.returncode == 0, result.stderr  # raw counts of the same cells, normalised as the model's log-normalised input
-    assert len(pd.read_csv(tmp_path/'p.csv')) == 700
+    predictions = pd.read_csv(tmp_path/'p.csv', index_col=0)
+    assert len(predictions) == 700 and {'most_likely', 'unassigned', 'distance', 'evidence', 'prediction_set', 'set_size'} <= set(predictions.columns)
+    assert 'of cells unassigned' in result.stdout
+    result = run('predict', out/'model.pt', DATA/'pbmc68k_reduced_scanpy.h5ad', '--out', tmp_path/'q.csv', '--no-unassigned', '--coverage', '0.95')
+    assert result.returncode == 0, result.stderr
+    always = pd.read_csv(tmp_path/'q.csv', index_col=0)
+    assert not always.unassigned.any() and (always.label == predictions.most_likely).all() and always.set_size.mean() >= predictions.set_size.mean()
 
 def test_errors_are_one_line_with_exit_code_2(demo, tmp_path):
     _, out = demo

@@ -1,5 +1,5 @@
 "End-to-end training, evaluation, prediction and model files of the learner, on small real data"
-import json, subprocess, sys, warnings
+import hashlib, json, subprocess, sys, warnings
 from pathlib import Path
 import anndata as ad, numpy as np, pandas as pd, pytest, torch
 from sklearn import metrics as skm
@@ -96,6 +96,32 @@ def test_predict_full_softmax_and_obs_only_when_asked(trained):
     assert (out.probability < 1).any()  # a softmax over all classes, not over the top-k only
     learn.predict(kang, write_obs=True)
     assert {'sims_label', 'sims_probability'} <= set(kang.obs.columns)
+
+def test_calibrated_predictions_input_untouched_and_old_model_files(trained, tmp_path):
+    learn, _, model_file = trained
+    calibration = learn.calibration  # fitted on the validation split when training ended
+    assert calibration is not None and 0 < calibration.temperature < 20 and set(calibration.conformal) == {'0.8', '0.9', '0.95', '0.99'}
+    kang = ad.read_h5ad(KANG)[:300].copy()
+    digest = lambda a: hashlib.sha256(a.X.data.tobytes() + a.obs.to_csv().encode() + a.var.to_csv().encode() + str(sorted(a.uns)).encode()).hexdigest()
+    before = digest(kang)
+    out = learn.predict(kang)
+    assert digest(kang) == before  # never changed unless asked
+    assert (out.label[out.unassigned] == 'Unassigned').all() and (out.label[~out.unassigned] == out.most_likely[~out.unassigned]).all()
+    assert out.set_size.between(0, len(learn.classes)).all() and out.evidence.notna().all() and out.distance.notna().all()
+    assert not learn.predict(kang, unassigned=False).unassigned.any()
+    learn.predict(kang, write_obs=True)
+    assert kang.uns['sims']['temperature'] == pytest.approx(calibration.temperature) and kang.obs.sims_unassigned.dtype == bool
+    kang.write_h5ad(tmp_path/'annotated.h5ad')  # what was written is h5ad-compatible
+    payload = torch.load(model_file, weights_only=True)  # a model file from before calibration existed: no 'calibration' in its metadata
+    meta = json.loads(payload['meta']); del meta['calibration']
+    meta_json = json.dumps(meta)
+    from sims_nb.learner import _checksum
+    torch.save(dict(payload, meta=meta_json, checksum=_checksum(meta_json, payload['state_dict'])), tmp_path/'old.pt')
+    old = SimsModel.load(tmp_path/'old.pt')
+    assert old.calibration is None
+    raw = old.predict(ad.read_h5ad(KANG)[:300].copy())
+    assert list(raw.columns) == ['label', 'probability', 'label_2', 'probability_2', 'label_3', 'probability_3']
+    assert list(raw.label) == list(out.most_likely)  # temperature scaling never changes the most likely type
 
 def test_model_file_round_trip_in_fresh_process(trained, tmp_path):
     learn, _, model_file = trained
