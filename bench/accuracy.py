@@ -75,16 +75,25 @@ def baseline_data(files, kwargs, label, seed):
     X, y, T, truth, data = baseline_cells(files, label, splits)
     return X, data.classes[y], T, data.classes[truth], data.genes
 
-def celltypist_fit_predict(X_train, y_train, X_test, genes):
-    "CellTypist 1.7.1 on log1p data (its expected input), with scikit-learn >= 1.8 (see ovr_logistic_regression)"
+def celltypist_train(X_train, y_train, genes):
+    "A CellTypist 1.7.1 model fitted on log1p data (its expected input), with scikit-learn >= 1.8 (see ovr_logistic_regression)"
     import celltypist, logging
     logging.getLogger('celltypist').setLevel(logging.ERROR)
     ovr_logistic_regression()
     train = ad.AnnData(X_train, obs=pd.DataFrame({'y': y_train})); train.var_names = [str(g) for g in genes]
     # CellTypist's feature selection keeps 300 genes per class and refuses data with fewer genes (Paul et al.'s 240)
-    model = celltypist.train(train, 'y', check_expression=False, n_jobs=2, feature_selection=len(genes) > 300)
-    test = ad.AnnData(X_test); test.var_names = train.var_names
-    return celltypist.annotate(test, model=model).predicted_labels['predicted_labels'].astype(str).to_numpy()
+    return celltypist.train(train, 'y', check_expression=False, n_jobs=2, feature_selection=len(genes) > 300)
+
+def celltypist_annotate(model, X_test, genes):
+    "CellTypist's annotation of log1p cells: its result object (predicted labels, probability matrix)"
+    import celltypist
+    test = ad.AnnData(X_test); test.var_names = [str(g) for g in genes]
+    return celltypist.annotate(test, model=model)
+
+def celltypist_fit_predict(X_train, y_train, X_test, genes):
+    "CellTypist's labels for the test cells"
+    result = celltypist_annotate(celltypist_train(X_train, y_train, genes), X_test, genes)
+    return result.predicted_labels['predicted_labels'].astype(str).to_numpy()
 
 def ovr_logistic_regression():
     """CellTypist 1.7.1 asks LogisticRegression for multi_class='ovr', which scikit-learn 1.8 removed: give it a class that fits

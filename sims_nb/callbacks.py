@@ -52,11 +52,12 @@ class KeepBestCallback(TrackerCallback):
                  prefer_later:bool=True, # an epoch as good as the best so far replaces it
                 ):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta)
-        self.checkpoint, self.save, self.prefer_later = checkpoint, save, prefer_later
+        self.checkpoint, self.save, self.lower_is_better = checkpoint, save, self.comp in (np.less, np.less_equal)
+        if prefer_later: self.comp = {np.less: np.less_equal, np.greater: np.greater_equal}.get(self.comp, self.comp)
 
     def before_fit(self):
         super().before_fit()
-        if self.prefer_later: self.comp = {np.less: np.less_equal, np.greater: np.greater_equal}.get(self.comp, self.comp)
+        self.best = float('inf') if self.lower_is_better else -float('inf')  # fastai's own reset knows np.less only
         self.best_state, self.trained = None, False  # `validate` also sends before_fit: learn.best_epoch is left alone
 
     def after_train(self): self.trained = True

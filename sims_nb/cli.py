@@ -87,11 +87,11 @@ def train(data:list, # data files
 
 # %% ../nbs/06_cli.ipynb #37d3f16b
 def predict(model:Path, data:Path, out:Path, layer:str|None=None, top_k:int=3, min_overlap:float=0.5,
-            unassigned:bool=True, coverage:float|None=0.9) -> pd.DataFrame:
+            unassigned:bool=True, coverage:float|None=0.9, min_probability:float|None=None) -> pd.DataFrame:
     "Annotate `data` with the model file `model`; write the predictions as csv"
     from sims_nb.learner import SimsModel
     loaded = SimsModel.load(model)
-    predictions = loaded.predict(data, layer=layer, top_k=top_k, min_overlap=min_overlap, unassigned=unassigned,
+    predictions = loaded.predict(data, layer=layer, top_k=top_k, min_overlap=min_overlap, unassigned=unassigned, min_probability=min_probability,
                                  coverage=coverage if loaded.calibration is not None else None)
     report = predictions.attrs['gene_overlap']
     print(f"{report['shared_genes']} of the model's {report['model_genes']} genes found in {data} ({report['share_of_model_genes']:.0%})")
@@ -126,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument('--layer', default=None); pred.add_argument('--top-k', type=int, default=3)
     pred.add_argument('--min-overlap', type=float, default=0.5, help="fewest share of the model's genes the data must hold")
     pred.add_argument('--no-unassigned', action='store_true', help="always give the most likely type, never 'Unassigned'")
+    pred.add_argument('--min-probability', type=float, default=None, metavar='P',
+                      help="call 'Unassigned' the cells whose calibrated top probability is below P (0 to 1; CellTypist uses 0.5). Default: the "
+                           "model's own threshold, fitted with its distance and marker-evidence thresholds to leave 5%% of validation cells "
+                           "unassigned (model.md lists them); --no-unassigned turns all three off")
     pred.add_argument('--coverage', type=float, default=0.9, choices=[0.8, 0.9, 0.95, 0.99], help='coverage of the conformal prediction sets (default 0.9)')
     return parser
 
@@ -140,7 +144,7 @@ def main(argv:list|None=None) -> int:
             train([data], label, args.out, layer=layer, recipe=args.recipe, epochs=args.epochs, seed=args.seed, compare=True)
         elif args.command == 'train':
             train(args.data, args.label, args.out, args.labelfiles, args.layer, args.recipe, args.epochs, args.seed)
-        else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap, not args.no_unassigned, args.coverage)
+        else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap, not args.no_unassigned, args.coverage, args.min_probability)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"sims-nb {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -440,7 +440,8 @@ def open_source(path:str|Path|ad.AnnData, # .h5ad, 10x .h5, other HDF5, Matrix M
                ):
     "The reader for a data file (or an `AnnData`), chosen by its form"
     if isinstance(path, ad.AnnData):
-        return H5adSource(path.filename, layer) if path.isbacked else AnnDataSource(path, layer)
+        if path.isbacked and not path.is_view: return H5adSource(path.filename, layer)
+        return AnnDataSource(path.to_memory() if path.isbacked else path, layer)  # a subset of a backed AnnData: only its cells
     path = Path(path)
     if matrix_key is not None: return Hdf5MatrixSource(path, matrix_key, **hdf5_keys)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file or folder")

@@ -5,15 +5,16 @@
 # %% ../nbs/09_inference.ipynb #c92c41c1
 from __future__ import annotations
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
+from scipy import special
 from fastai.callback.core import Callback
 from .callbacks import densify_on_cuda
 
 # %% auto #0
-__all__ = ['fit_temperature', 'softmax', 'reliability', 'calibration_error', 'plot_reliability', 'mahalanobis', 'class_geometry',
-           'marker_weights', 'detected', 'marker_evidence', 'Calibration', 'fit_calibration', 'split_outputs',
-           'calibrate', 'CalibrateCallback', 'over_cluster', 'majority_vote', 'label_distribution',
+__all__ = ['QUANTILE_LEVELS', 'fit_temperature', 'softmax', 'reliability', 'calibration_error', 'plot_reliability', 'mahalanobis',
+           'class_geometry', 'marker_weights', 'detected', 'marker_evidence', 'Calibration', 'fit_calibration',
+           'split_outputs', 'calibrate', 'CalibrateCallback', 'over_cluster', 'majority_vote', 'label_distribution',
            'plot_label_distribution']
 
 # %% ../nbs/09_inference.ipynb #19b44d7b
@@ -34,10 +35,8 @@ def fit_temperature(logits, # (cells, classes) logits of labelled cells the mode
 
 # %% ../nbs/09_inference.ipynb #ebfb21a7
 def softmax(logits) -> np.ndarray:
-    "Row-wise softmax of a (cells, classes) array"
-    logits = np.asarray(logits, dtype=np.float64)
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    "Row-wise softmax of a (cells, classes) array, in float64 (scipy's)"
+    return special.softmax(np.asarray(logits, dtype=np.float64), axis=-1)
 
 def reliability(probabilities, # (cells, classes)
                 targets, # true class codes
@@ -111,11 +110,13 @@ def marker_evidence(x:torch.Tensor, # (cells, genes) the model's input, sparse C
                     bias, # (classes,)
                    ) -> np.ndarray:
     "Each cell's largest log-likelihood ratio of its detected genes under a reference class against the other cells"
-    weights = torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=x.device)
-    scores = detected(x) @ weights.T + torch.as_tensor(np.asarray(bias), dtype=torch.float32, device=x.device)
+    weights = torch.as_tensor(weights, dtype=torch.float32, device=x.device)  # no copy when already a float32 tensor there
+    scores = detected(x) @ weights.T + torch.as_tensor(bias, dtype=torch.float32, device=x.device)
     return scores.max(1).values.cpu().numpy()
 
 # %% ../nbs/09_inference.ipynb #1b5da1db
+QUANTILE_LEVELS = np.linspace(0, 1, 401)  # the validation quantiles a calibration keeps of each score
+
 @dataclass
 class Calibration:
     "What prediction needs to say how sure it is: temperature, class geometry, marker weights, thresholds for 'Unassigned', conformal quantiles"
@@ -130,6 +131,7 @@ class Calibration:
     max_unassigned:float=0.05 # share of validation cells the three thresholds were chosen to leave unassigned
     conformal:dict=field(default_factory=dict) # coverage (as text) -> least calibrated probability a class needs to enter the set
     report:dict=field(default_factory=dict) # what was measured when fitting
+    quantiles:dict|None=None # score name -> the validation cells' quantiles of it at `QUANTILE_LEVELS` (for `outlier_score`)
 
     def probabilities(self, logits) -> np.ndarray: return softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
 
@@ -141,12 +143,26 @@ class Calibration:
     def evidence(self, x:torch.Tensor) -> np.ndarray:
         "Marker evidence of a batch of cells (the model's input; NaN without marker weights)"
         if self.marker_weights is None: return np.full(len(x), np.nan)
-        return marker_evidence(x, self.marker_weights, self.marker_bias)
+        cache = self.__dict__.setdefault('_markers', {})  # the weights as tensors, once per device (not a field: never saved or compared)
+        if x.device not in cache: cache[x.device] = [torch.tensor(self.marker_weights, dtype=torch.float32, device=x.device),
+                                                     torch.tensor(self.marker_bias, dtype=torch.float32, device=x.device)]
+        return marker_evidence(x, *cache[x.device])
 
     def unassigned(self, probabilities, distance, evidence) -> np.ndarray:
         "Cells the model should not call: calibrated top probability too low, too far from every class, or too little marker evidence"
         return ((np.asarray(probabilities).max(1) < self.min_probability) | (np.nan_to_num(distance, nan=-np.inf) > self.max_distance)
                 | (np.nan_to_num(evidence, nan=np.inf) < self.min_evidence))
+
+    def outlier_score(self, probabilities, distance, evidence) -> np.ndarray:
+        "1 minus the least, over the three scores, share of validation cells at least as atypical as the cell (NaN without quantiles)"
+        if self.quantiles is None: return np.full(len(probabilities), np.nan)
+        def share(name, values, side):  # validation quantiles at or below (side='right') / below ('left') each value; ties count as typical
+            values = np.asarray(values, dtype=np.float64)
+            if name not in self.quantiles: return np.full(len(values), np.nan)
+            return np.where(np.isnan(values), np.nan, np.searchsorted(self.quantiles[name], values, side) / len(self.quantiles[name]))
+        tails = [share('probability', np.asarray(probabilities).max(1), 'right'), 1 - share('distance', distance, 'left'),
+                 share('evidence', evidence, 'right')]
+        return 1 - np.nan_to_num(np.vstack(tails), nan=1.).min(0)
 
     def prediction_sets(self, probabilities, coverage:float=0.9) -> np.ndarray:
         "(cells, classes) booleans: the classes in each cell's conformal set at `coverage`"
@@ -160,13 +176,17 @@ class Calibration:
                 'min_evidence': self.min_evidence, 'max_unassigned': self.max_unassigned, 'coverages': [float(c) for c in self.conformal]}
 
     def annotate(self, table:pd.DataFrame, # `SimsModel.table` of the cells
-                 probabilities, embeddings, evidence, classes, unassigned:bool=True, coverage:float|None=0.9) -> pd.DataFrame:
-        "`table` with the most likely type kept, 'Unassigned' labels, distance and evidence, and (with `coverage`) prediction sets"
+                 probabilities, embeddings, evidence, classes, unassigned:bool=True, coverage:float|None=0.9,
+                 min_probability:float|None=None, # instead of the fitted `min_probability`
+                ) -> pd.DataFrame:
+        "`table` with the most likely type kept, 'Unassigned' labels, distance, evidence and outlier score, and (with `coverage`) prediction sets"
         distance = self.distance(embeddings)
-        flag = self.unassigned(probabilities, distance, evidence) if unassigned else np.zeros(len(table), bool)
+        rule = self if min_probability is None else replace(self, min_probability=min_probability)
+        flag = rule.unassigned(probabilities, distance, evidence) if unassigned else np.zeros(len(table), bool)
         out = table.copy()
-        for position, (name, values) in enumerate([('most_likely', out.label.to_numpy()), ('unassigned', flag), ('distance', distance), ('evidence', evidence)]):
-            out.insert(2 + position, name, values)
+        columns = [('most_likely', out.label.to_numpy()), ('unassigned', flag), ('distance', distance), ('evidence', evidence),
+                   ('outlier_score', self.outlier_score(probabilities, distance, evidence))]
+        for position, (name, values) in enumerate(columns): out.insert(2 + position, name, values)
         out['label'] = np.where(flag, 'Unassigned', out.label.to_numpy())
         if coverage is not None:
             sets = self.prediction_sets(probabilities, coverage)
@@ -188,6 +208,8 @@ def fit_calibration(logits, embeddings, evidence, targets, # validation cells: l
     cal.min_probability = float(np.quantile(probabilities.max(1), share))
     cal.max_distance = float(np.quantile(cal.distance(embeddings), 1 - share))
     if weights is not None: cal.min_evidence = float(np.quantile(evidence, share))
+    scores = {'probability': probabilities.max(1), 'distance': cal.distance(embeddings), **({'evidence': evidence} if weights is not None else {})}
+    cal.quantiles = {name: np.quantile(values, QUANTILE_LEVELS).tolist() for name, values in scores.items()}
     truth, n = probabilities[np.arange(len(targets)), targets], len(targets)
     for coverage in coverages:
         level = min(1., math.ceil((n + 1) * coverage) / n)

@@ -23,6 +23,7 @@ from .tabnet import TabNet
 from .data import sims_dataloaders, open_source, clean_gene_names, detect_input, Normalise, move_columns, csr_tensor
 from .metrics import sims_metrics, confusion_matrix, classification_scores, per_class_scores, plot_confusion
 from .callbacks import SparsityLossCallback, KeepBestCallback, EMACallback, GeneDropoutCallback, SparseBatchCallback, atomic_write, densify_on_cuda
+from .inference import Calibration, CalibrateCallback, split_outputs, softmax  # the inference chapter: temperature, 'Unassigned', conformal sets
 
 # %% auto #0
 __all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsLearner', 'sims_learner', 'Evaluation',
@@ -137,7 +138,6 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     learn.recorder.train_metrics = True
     learn.recipe, learn.seed, learn.class_label, learn.test_scores = recipe, seed, class_label, None
     learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False)))
-    from sims_nb.inference import CalibrateCallback  # the inference chapter: temperature, 'Unassigned' thresholds, conformal sets
     learn.add_cb(CalibrateCallback())
     return learn
 
@@ -217,6 +217,12 @@ def replay_normalisation(trained:Normalise, # the model's normalisation
 # %% ../nbs/05_learner.ipynb #7568b9f7
 FORMAT, FORMAT_VERSION = 'sims_nb.model', 1
 
+def _check_writable(adata):
+    "Refuse to write predictions where they would not stay: anything but an AnnData in memory"
+    if not isinstance(adata, ad.AnnData): raise ValueError("write_obs=True needs an AnnData; the results are returned as a DataFrame")
+    if adata.isbacked: raise ValueError(f"{adata.filename}: write_obs=True needs an AnnData in memory, and this one is backed: "
+                                        "read it with ad.read_h5ad(path) (or keep the returned DataFrame)")
+
 def _checksum(meta_json:str, state:dict) -> str:
     "SHA-256 of the metadata and every tensor (by name, dtype, shape and bytes)"
     digest = hashlib.sha256(meta_json.encode())
@@ -255,37 +261,36 @@ class SimsModel:
                 min_overlap:float=0.5, # fewest share of the model's genes the data must hold
                 bs:int=1024, # cells per batch
                 unassigned:bool=True, # label 'Unassigned' the cells a calibrated model cannot place (inference chapter)
+                min_probability:float|None=None, # 'Unassigned' below this (calibrated) top probability, instead of the model's fitted threshold
                 coverage:float|None=0.9, # a calibrated model adds conformal prediction sets holding the true type this often; None: no sets
-                write_obs:bool=False, # also write the results into `adata.obs` and `adata.uns` (AnnData input only)
+                write_obs:bool=False, # also write the results into `adata.obs` and `adata.uns` (AnnData in memory only)
                 key_added:str='sims', # prefix of the `obs` columns and the `uns` key
                ) -> pd.DataFrame:
         "Label, (calibrated) probability and top-k labels of every cell of `data`; with a calibration, 'Unassigned' calls and prediction sets"
-        if write_obs and not isinstance(data, ad.AnnData): raise ValueError("write_obs=True needs an AnnData; the results are returned as a DataFrame")
+        if min_probability is not None and not 0 <= min_probability <= 1:
+            raise ValueError(f"min_probability must be a probability between 0 and 1, got {min_probability}")
+        if write_obs: _check_writable(data)
         source, report, batches = self.batches(data, layer, min_overlap, bs)
         logits, embeddings, evidence = self.outputs(batches)
         calibration = self.calibration
-        probabilities = calibration.probabilities(logits) if calibration is not None else torch.softmax(torch.as_tensor(logits), -1).numpy()
+        if calibration is None and min_probability is not None: calibration, coverage = Calibration(), None  # the raw softmax, thresholded
+        probabilities = calibration.probabilities(logits) if calibration is not None else softmax(logits)
         out = self.table(torch.as_tensor(probabilities), source.obs.index, top_k)
-        if calibration is not None: out = calibration.annotate(out, probabilities, embeddings, evidence, self.classes, unassigned, coverage)
+        if calibration is not None:
+            out = calibration.annotate(out, probabilities, embeddings, evidence, self.classes, unassigned, coverage, min_probability)
         out.attrs['gene_overlap'] = report
         if write_obs: self.write(data, out, key_added)
         return out
 
-    def outputs(self, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray|None]:
-        "Logits, encoder outputs (the sum of the decision steps, which the head reads) and, if calibrated, marker evidence of the cells of `batches`"
-        self.model.eval()
-        logits, embeddings, evidence = [], [], []
-        with torch.inference_mode():
-            for x in batches:
-                x = self.tensor(x)
-                embedding = sum(self.model.encoder(x).steps)
-                logits.append(self.model.head(embedding).float().cpu()); embeddings.append(embedding.float().cpu())
-                if self.calibration is not None: evidence.append(self.calibration.evidence(x))
-        return torch.cat(logits).numpy(), torch.cat(embeddings).numpy(), np.concatenate(evidence) if evidence else None
+    def outputs(self, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "Logits, encoder outputs (the sum of the decision steps, which the head reads) and marker evidence (NaN if uncalibrated) of `batches`"
+        cells = ((self.tensor(x), torch.zeros(x.shape[0], dtype=torch.long)) for x in batches)  # `split_outputs` reads (cells, classes)
+        logits, embeddings, evidence, _ = split_outputs(self.model, cells, calibration=self.calibration)
+        return logits, embeddings, evidence
 
     def write(self, adata:ad.AnnData, predictions:pd.DataFrame, key_added:str='sims') -> ad.AnnData:
         "Write `predictions` into `adata`: `obs` columns `{key_added}_label`, ... and `uns[key_added]` (model, gene overlap, thresholds)"
-        if not isinstance(adata, ad.AnnData): raise ValueError("write_obs=True needs an AnnData; the results are returned as a DataFrame")
+        _check_writable(adata)
         for column in predictions.columns:
             values = predictions[column].to_numpy()
             adata.obs[f'{key_added}_{column}'] = pd.Categorical(values) if column == 'label' else values
@@ -355,14 +360,13 @@ class SimsModel:
         model = TabNet(**meta['model_args'])
         model.load_state_dict(state)
         model.to(device or 'cpu').eval()
-        from sims_nb.inference import Calibration  # the inference chapter's; files saved before it have none
         calibration = Calibration(**meta['calibration']) if meta.get('calibration') else None
         return cls(model, np.array(meta['genes'], dtype=object), np.array(meta['classes'], dtype=object), Normalise(**meta['normalise']),
                    meta['recipe'], meta['scores'], {**meta['info'], 'versions': meta['versions'], 'saved': meta['saved']}, calibration)
 
 # %% ../nbs/05_learner.ipynb #e927c8ef
 def model_card(meta:dict) -> str:
-    "A Markdown description of a saved model: data, genes, classes, recipe, scores"
+    "A Markdown description of a saved model: data, genes, classes, recipe, scores, calibration"
     info, recipe = meta['info'], meta['recipe']
     lines = ['# sims_nb model card', '', f"Saved {meta['saved']} by sims_nb {meta['versions']['sims_nb']} (torch {meta['versions']['torch']}).", '',
              '## Training data', '', *[f'- `{d}`' for d in info.get('data', [])],
@@ -372,6 +376,14 @@ def model_card(meta:dict) -> str:
              *[f'| {c} | {n} |' for c, n in info.get('class_counts', {}).items()],
              '', '## Recipe', '', ', '.join(f'{k}={v}' for k, v in recipe.items()), '', '## Test-split scores', '']
     lines += ['| score | value |', '|---|---|', *[f'| {k} | {v:.4f} |' for k, v in meta['scores'].items()]] if meta['scores'] else ['Not evaluated.']
+    cal = meta.get('calibration')
+    lines += ['', '## Calibration', '']
+    lines += ([f"Temperature {cal['temperature']:.3f} (validation ECE {cal['report'].get('valid_ece_before', float('nan')):.3f} before, "
+               f"{cal['report'].get('valid_ece_after', float('nan')):.3f} after). A cell is 'Unassigned' when its calibrated top probability is "
+               f"below {cal['min_probability']:.3f}, its distance to the nearest class above {cal['max_distance']:.2f}, or its marker evidence "
+               f"below {cal['min_evidence']:.2f}: together {cal['max_unassigned']:.0%} of validation cells. "
+               f"Conformal prediction sets for coverage {', '.join(cal['conformal'])}."] if cal else
+              ['None: probabilities are the raw softmax, and no cell is unassigned unless a `min_probability` is given.'])
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/05_learner.ipynb #ac29030d

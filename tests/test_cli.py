@@ -37,6 +37,11 @@ def test_predict_with_the_demo_model(demo, tmp_path):
     assert result.returncode == 0, result.stderr
     always = pd.read_csv(tmp_path/'q.csv', index_col=0)
     assert not always.unassigned.any() and (always.label == predictions.most_likely).all() and always.set_size.mean() >= predictions.set_size.mean()
+    result = run('predict', out/'model.pt', DATA/'pbmc68k_reduced_scanpy.h5ad', '--out', tmp_path/'r.csv', '--min-probability', '0.99')
+    assert result.returncode == 0, result.stderr
+    strict = pd.read_csv(tmp_path/'r.csv', index_col=0)
+    assert strict.unassigned[strict.probability < 0.99].all() and strict.unassigned.sum() >= predictions.unassigned.sum()
+    assert '--min-probability' in run('predict', '--help').stdout
 
 def test_errors_are_one_line_with_exit_code_2(demo, tmp_path):
     _, out = demo
@@ -44,7 +49,8 @@ def test_errors_are_one_line_with_exit_code_2(demo, tmp_path):
     cases = [(('train', DATA/'pbmc3k_seurat.h5ad', '--label', 'celltype', '--out', tmp_path/'x'), "no column 'celltype'"),
              (('predict', tmp_path/'missing.pt', DATA/'pbmc3k_seurat.h5ad'), 'no such model file'),
              (('predict', out/'model.pt', DATA/'scdcc_worm_neuron_anon.h5ad', '--out', tmp_path/'m.csv'), f"of the model's {n_model_genes} genes"),
-             (('demo', '--data', DATA/'pbmc3k_seurat.h5ad'), 'give both --data FILE and --label COLUMN')]
+             (('demo', '--data', DATA/'pbmc3k_seurat.h5ad'), 'give both --data FILE and --label COLUMN'),
+             (('predict', out/'model.pt', DATA/'pbmc68k_reduced_scanpy.h5ad', '--min-probability', '1.5', '--out', tmp_path/'t.csv'), 'between 0 and 1')]
     for args, message in cases:
         result = run(*args)
         assert result.returncode == 2, (args, result.stderr)

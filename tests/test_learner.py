@@ -123,6 +123,23 @@ def test_calibrated_predictions_input_untouched_and_old_model_files(trained, tmp
     assert list(raw.columns) == ['label', 'probability', 'label_2', 'probability_2', 'label_3', 'probability_3']
     assert list(raw.label) == list(out.most_likely)  # temperature scaling never changes the most likely type
 
+def test_thresholds_backed_and_empty_queries(trained, tmp_path):
+    learn, _, model_file = trained
+    kang = ad.read_h5ad(KANG)[:300].copy()
+    default = learn.predict(kang)
+    strict, none = learn.predict(kang, min_probability=0.99), learn.predict(kang, min_probability=0.)
+    assert strict.unassigned[strict.probability < 0.99].all() and strict.unassigned.sum() >= default.unassigned.sum() >= none.unassigned.sum()
+    assert 0 <= default.outlier_score.min() and default.outlier_score.max() <= 1
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match='between 0 and 1'): learn.predict(kang, min_probability=bad)
+    backed = ad.read_h5ad(KANG, backed='r')
+    with pytest.raises(ValueError, match='backed'): learn.predict(backed, write_obs=True)
+    part = learn.predict(backed[:300])  # a subset of a backed AnnData: its cells only, as in memory
+    pd.testing.assert_frame_equal(part, default, check_exact=False, atol=1e-5)
+    with pytest.raises(ValueError, match='no cells'): learn.predict(kang[:0].copy())
+    card = model_file.with_suffix('.md').read_text()
+    assert '## Calibration' in card and f"{learn.calibration.temperature:.3f}" in card
+
 def test_model_file_round_trip_in_fresh_process(trained, tmp_path):
     learn, _, model_file = trained
     payload = torch.load(model_file, weights_only=True)
