@@ -7,11 +7,13 @@ from __future__ import annotations
 import os, tempfile
 from pathlib import Path
 import numpy as np, torch
+from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 
 # %% auto #0
-__all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'drop_genes', 'GeneDropoutCallback',
+__all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'torch_optimizer', 'plain',
+           'TrainingStateCallback', 'ResumeCallback', 'load_training_state', 'drop_genes', 'GeneDropoutCallback',
            'densify_on_cuda', 'SparseBatchCallback']
 
 # %% ../nbs/04_callbacks.ipynb #10d18c5b
@@ -76,6 +78,9 @@ class KeepBestCallback(TrackerCallback):
         super().after_fit()
         if self.best_state is not None: self.model.load_state_dict(self.best_state)
 
+    def resume_state(self) -> dict: return {'best': float(self.best), 'best_state': self.best_state, 'best_epoch': getattr(self.learn, 'best_epoch', None)}
+    def load_resume_state(self, state:dict): self.best, self.best_state, self.learn.best_epoch = state['best'], state['best_state'], state['best_epoch']
+
 # %% ../nbs/04_callbacks.ipynb #eb7c856c
 class EMACallback(Callback):
     "Validate with, and end with, an exponential moving average of the weights; training continues from the raw weights"
@@ -103,6 +108,51 @@ class EMACallback(Callback):
 
     def after_fit(self):
         if self.average is not None and self.raw is None: self.model.load_state_dict(self.average)  # trained, never validated: end averaged
+
+    def resume_state(self) -> dict: return {'average': self.average, 'raw': self.raw, 'steps': self.steps}
+    def load_resume_state(self, state:dict): self.average, self.raw, self.steps = state['average'], state['raw'], state['steps']
+
+# %% ../nbs/04_callbacks.ipynb #82894c09
+def torch_optimizer(opt):
+    "The torch optimiser inside fastai's `OptimWrapper`, or `opt` itself"
+    return getattr(opt, 'opt', opt)
+
+def plain(x):
+    "`x` with fastcore `L`s as lists and numpy scalars as Python numbers, so that `torch.load(weights_only=True)` reads it back"
+    if isinstance(x, dict): return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, tuple): return tuple(plain(v) for v in x)
+    if isinstance(x, (list, L)): return [plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
+
+class TrainingStateCallback(Callback):
+    "After every epoch of training, write (atomically) what resuming needs: epoch, weights, optimiser, callbacks' states"
+    order = KeepBestCallback.order + 1  # after the best weights are kept
+    def __init__(self, path:str|Path): self.path = Path(path)
+    def before_epoch(self): self.trained = False
+    def after_train(self): self.trained = True
+    def after_epoch(self):
+        if not self.trained: return
+        state = {'epoch': self.epoch, 'n_epoch': self.n_epoch, 'model': self.model.state_dict(), 'opt': plain(torch_optimizer(self.opt).state_dict()),
+                 'callbacks': {type(cb).__name__: cb.resume_state() for cb in self.learn.cbs if hasattr(cb, 'resume_state')}}
+        atomic_write(self.path, lambda temporary: torch.save(state, temporary))
+
+class ResumeCallback(Callback):
+    "At the start of the next fit, put back the state a `TrainingStateCallback` wrote: weights, optimiser, callbacks' states"
+    order = 100  # after every other callback's `before_fit` has reset it
+    def __init__(self, state:dict): self.state = state
+    def before_fit(self):
+        if self.state is None: return  # used once
+        self.model.load_state_dict(self.state['model'])
+        opt_state = self.state['opt']
+        if 'hypers' in opt_state: opt_state = {**opt_state, 'hypers': L(opt_state['hypers'])}  # fastai's own optimisers keep an `L`
+        torch_optimizer(self.opt).load_state_dict(opt_state)
+        for cb in self.learn.cbs:
+            if type(cb).__name__ in self.state['callbacks']: cb.load_resume_state(self.state['callbacks'][type(cb).__name__])
+        self.state = None
+
+def load_training_state(path:str|Path) -> dict:
+    "A file `TrainingStateCallback` wrote (tensors and plain values only)"
+    return torch.load(path, weights_only=True, map_location='cpu')
 
 # %% ../nbs/04_callbacks.ipynb #07ab2dd8
 def drop_genes(x:torch.Tensor, # cells x genes, sparse CSR or dense

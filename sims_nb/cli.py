@@ -4,12 +4,13 @@
 
 # %% ../nbs/06_cli.ipynb #25b327a0
 from __future__ import annotations
-import argparse, sys, json, warnings
+import argparse, contextlib, os, sys, json, tempfile, time, traceback, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['demo_data', 'baseline_cells', 'linear_baseline', 'train', 'predict', 'main']
+__all__ = ['demo_data', 'EpochLines', 'output_mode', 'baseline_cells', 'linear_baseline', 'train', 'restore_best', 'predict',
+           'main']
 
 # %% ../nbs/06_cli.ipynb #cd6656b6
 def demo_data() -> Path:
@@ -18,6 +19,31 @@ def demo_data() -> Path:
     path = Path(scanpy.__file__).parent/'datasets'/'10x_pbmc68k_reduced.h5ad'
     if not path.exists(): raise FileNotFoundError(f"{path}: scanpy's bundled pbmc68k_reduced file is missing; reinstall scanpy, or give --data FILE --label COLUMN")
     return path
+
+# %% ../nbs/06_cli.ipynb #411daeab
+from fastai.callback.core import Callback
+from .callbacks import TrainingStateCallback
+
+class EpochLines(Callback):
+    "Print one short line per epoch: epoch, train and valid loss, valid accuracy and macro-F1, seconds"
+    order = TrainingStateCallback.order + 1  # after the recorder has logged the epoch and its state is saved: a printed epoch is never redone
+    def __init__(self, file=None): self.file = file
+    def before_epoch(self): self.start, self.trained = time.time(), False
+    def after_train(self): self.trained = True
+    def after_epoch(self):
+        if not getattr(self, 'trained', False): return  # `validate` and `get_preds` send events too, with no epoch of training
+        row = dict(zip(self.recorder.metric_names, self.recorder.log))
+        def pick(*names):
+            value = next((row[n] for n in names if n in row), None)
+            return f'{value:.4f}' if isinstance(value, (int, float, np.floating)) else '-'
+        print(f"epoch {self.epoch + 1}/{self.n_epoch}  train_loss {pick('train_loss')}  valid_loss {pick('valid_loss')}  "
+              f"valid_accuracy {pick('valid_accuracy', 'accuracy')}  valid_macro_f1 {pick('valid_macro_f1', 'macro_f1')}  "
+              f"{time.time() - self.start:.1f} s", file=self.file or sys.stdout, flush=True)
+
+def output_mode(quiet:bool=False, stream=None) -> str:
+    "'quiet', 'bars' (a terminal) or 'lines' (a pipe or a file)"
+    if quiet: return 'quiet'
+    return 'bars' if (stream or sys.stdout).isatty() else 'lines'
 
 # %% ../nbs/06_cli.ipynb #6c010f98
 def baseline_cells(data:list, # data files (or AnnData), as given to `train`
@@ -50,6 +76,8 @@ def train(data:list, # data files
           out:Path, # output folder
           labelfiles:list|None=None, layer:str|None=None, recipe:str='default', epochs:int|None=None, seed:int=0,
           min_overlap:float=0.5, compare:bool=False, # also score logistic regression on the same cells (`linear_baseline`)
+          mode:str='bars', # 'bars' (progress bars), 'lines' (one line per epoch) or 'quiet' (the result only): `output_mode`
+          resume:bool=False, # continue an interrupted run from `out/training_state.pt`
          ) -> dict:
     "Train, evaluate on the test split, and write the model and reports into `out`; returns the test scores"
     import matplotlib; matplotlib.use('Agg')
@@ -58,11 +86,33 @@ def train(data:list, # data files
     from sims_nb.learner import sims_learner, get_recipe
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     changes = {'epochs': epochs, 'steps': None} if epochs else {}  # a given number of epochs, not the recipe's budget of steps
-    learn = sims_learner(data, labelfiles, label, recipe=get_recipe(recipe, **changes), seed=seed, layer=layer,
-                         checkpoint=out/'model.pt', path=out, cbs=[CSVLogger('history.csv')])
-    print(f"training on {len(learn.dls.data)} cells x {len(learn.genes)} genes, {len(learn.classes)} classes "
+    say = print if mode != 'quiet' else (lambda *args, **kwargs: None)
+    state = out/'training_state.pt'  # written after every epoch, for --resume
+    learn = sims_learner(data, labelfiles, label, recipe=get_recipe(recipe, **changes), seed=seed, layer=layer, checkpoint=out/'model.pt',
+                         training_state=state, path=out, cbs=[CSVLogger('history.csv', append=resume)] + ([EpochLines()] if mode == 'lines' else []))
+    with contextlib.ExitStack() as stack:
+        if mode != 'bars': stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
+        return _train_and_report(learn, data, label, out, labelfiles, layer, compare, say, state if resume else None)
+
+def restore_best(learn) -> bool:
+    "After an interrupted fit: the best weights so far, calibrated, if an epoch ended; else False"
+    from sims_nb.inference import calibrate
+    keep = getattr(learn, 'keep_best', None)
+    if keep is None or keep.best_state is None: return False
+    learn.model.load_state_dict(keep.best_state)
+    calibrate(learn)
+    return True
+
+def _train_and_report(learn, data, label, out, labelfiles, layer, compare, say, resume=None) -> dict:
+    import matplotlib.pyplot as plt
+    say(f"training on {len(learn.dls.data)} cells x {len(learn.genes)} genes, {len(learn.classes)} classes "
           f"({', '.join(f'{k} {len(v)}' for k, v in learn.dls.splits.items())} cells per split)")
-    learn.fit()
+    if resume is not None: say(f"resuming from {resume}")
+    try: learn.fit(resume=resume)
+    except KeyboardInterrupt:
+        if not restore_best(learn): raise
+        say(f"interrupted: writing the reports for the best epoch so far (epoch {learn.best_epoch + 1})")
+        learn.interrupted = True
     evaluation = learn.evaluate()
     learn.save_model(out/'model.pt')
     evaluation.table().to_csv(out/'scores.csv')
@@ -77,40 +127,51 @@ def train(data:list, # data files
     from sims_nb.explain import explain_split
     top = explain_split(learn, 'test').top_genes(10, by='predicted')
     top.to_csv(out/'top_genes.csv', index=False)
-    print('test split:\n' + evaluation.table().T.round(4).to_string(index=False))
-    print('top genes per predicted class (test split):\n' + top[top['rank'] <= 5].groupby('class').gene.agg(', '.join).to_string())
+    say('test split:\n' + evaluation.table().T.round(4).to_string(index=False))
+    say('top genes per predicted class (test split):\n' + top[top['rank'] <= 5].groupby('class').gene.agg(', '.join).to_string())
     if compare:
         baseline = linear_baseline(data, label, learn.dls.splits, labelfiles, layer)
-        print(f"logistic regression on the same cells (log1p CP10k, every gene): accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}")
-    print(f"wrote {out}: model.pt, model.md, scores.csv, per_class.csv, confusion.png, test_predictions.csv, top_genes.csv, history.csv")
+        say(f"logistic regression on the same cells (log1p CP10k, every gene): accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}")
+    say(f"wrote {out}: model.pt, model.md, scores.csv, per_class.csv, confusion.png, test_predictions.csv, top_genes.csv, history.csv")
+    if say is not print: print(f"test split: accuracy {evaluation.scores['accuracy']:.4f}, macro-F1 {evaluation.scores['macro_f1']:.4f}; wrote {out}")
+    if getattr(learn, 'interrupted', False): raise KeyboardInterrupt  # the reports are written; the command still says it was stopped
+    if hasattr(learn, 'training_state'): learn.training_state.path.unlink(missing_ok=True)  # finished: nothing left to resume
     return evaluation.scores
 
 # %% ../nbs/06_cli.ipynb #37d3f16b
 def predict(model:Path, data:Path, out:Path, layer:str|None=None, top_k:int=3, min_overlap:float=0.5,
-            unassigned:bool=True, coverage:float|None=0.9, min_probability:float|None=None) -> pd.DataFrame:
-    "Annotate `data` with the model file `model`; write the predictions as csv"
+            unassigned:bool=True, coverage:float|None=0.9, min_probability:float|None=None, mode:str='bars') -> pd.DataFrame:
+    "Annotate `data` with the model file `model`; write the predictions as csv (through a temporary file, so never half-written)"
     from sims_nb.learner import SimsModel
+    from sims_nb.callbacks import atomic_write
+    say = print if mode != 'quiet' else (lambda *args, **kwargs: None)
     loaded = SimsModel.load(model)
     predictions = loaded.predict(data, layer=layer, top_k=top_k, min_overlap=min_overlap, unassigned=unassigned, min_probability=min_probability,
                                  coverage=coverage if loaded.calibration is not None else None)
     report = predictions.attrs['gene_overlap']
-    print(f"{report['shared_genes']} of the model's {report['model_genes']} genes found in {data} ({report['share_of_model_genes']:.0%})")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(out)
-    print(f"wrote {out}: {len(predictions)} cells; predicted types:\n" + predictions.label.value_counts().to_string())
-    if 'unassigned' in predictions: print(f"{predictions.unassigned.mean():.1%} of cells unassigned (their most likely type is in the column most_likely)")
+    say(f"{report['shared_genes']} of the model's {report['model_genes']} genes found in {data} ({report['share_of_model_genes']:.0%})")
+    atomic_write(out, lambda temporary: predictions.to_csv(temporary))
+    unassigned = f"; {predictions.unassigned.mean():.1%} unassigned" if 'unassigned' in predictions else ''
+    say(f"wrote {out}: {len(predictions)} cells; predicted types:\n" + predictions.label.value_counts().to_string())
+    if unassigned: say(f"{predictions.unassigned.mean():.1%} of cells unassigned (their most likely type is in the column most_likely)")
+    if mode == 'quiet': print(f"wrote {out}: {len(predictions)} cells{unassigned}")
     return predictions
 
 # %% ../nbs/06_cli.ipynb #5d4dc311
 def _parser() -> argparse.ArgumentParser:
+    import sims_nb
     parser = argparse.ArgumentParser(prog='sims-nb', description='Interpretable cell-type annotation with sparse TabNet (sims_nb)')
+    parser.add_argument('--version', action='version', version=f'sims-nb {sims_nb.__version__}')
     commands = parser.add_subparsers(dest='command', required=True)
+    quiet = lambda p: p.add_argument('--quiet', action='store_true', help='print only the result (the full history is in history.csv)')
     def training_options(p):
         p.add_argument('--out', type=Path, default=Path('sims_nb_out'), help='output folder (default: sims_nb_out)')
         p.add_argument('--recipe', default='default', help="training recipe: 'default' or 'thesis'")
         p.add_argument('--epochs', type=int, default=None, help="train for exactly this many epochs (default: the recipe's budget of optimiser steps)")
         p.add_argument('--seed', type=int, default=0)
         p.add_argument('--layer', default=None, help="read this .h5ad layer instead of X ('raw' for .raw)")
+        p.add_argument('--resume', action='store_true', help='continue an interrupted run (same data and options) from OUT/training_state.pt')
+        quiet(p)
     demo = commands.add_parser('demo', help="train on scanpy's bundled PBMCs (or --data FILE --label COLUMN), evaluate, write a model and reports")
     demo.add_argument('--data', type=Path, default=None, help='a labelled .h5ad instead of the bundled PBMCs')
     demo.add_argument('--label', default=None, help='label column in obs (with --data)')
@@ -123,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     pred = commands.add_parser('predict', help='annotate a file with a model file')
     pred.add_argument('model', type=Path); pred.add_argument('data', type=Path)
     pred.add_argument('--out', type=Path, default=Path('predictions.csv'))
+    quiet(pred)
     pred.add_argument('--layer', default=None); pred.add_argument('--top-k', type=int, default=3)
     pred.add_argument('--min-overlap', type=float, default=0.5, help="fewest share of the model's genes the data must hold")
     pred.add_argument('--no-unassigned', action='store_true', help="always give the most likely type, never 'Unassigned'")
@@ -135,17 +197,29 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv:list|None=None) -> int:
     "The `sims-nb` command"
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a usage error exits here, with code 2
     warnings.filterwarnings('ignore', message='Sparse CSR tensor support is in beta')
+    mode = output_mode(args.quiet)
+    one_line = lambda e: ' '.join(str(e).split())
     try:
         if args.command == 'demo':
             if (args.data is None) != (args.label is None): raise ValueError('give both --data FILE and --label COLUMN, or neither (for the bundled PBMCs)')
             data, label, layer = (args.data, args.label, args.layer) if args.data else (demo_data(), 'bulk_labels', 'raw')
-            train([data], label, args.out, layer=layer, recipe=args.recipe, epochs=args.epochs, seed=args.seed, compare=True)
+            train([data], label, args.out, layer=layer, recipe=args.recipe, epochs=args.epochs, seed=args.seed, compare=True, mode=mode, resume=args.resume)
         elif args.command == 'train':
-            train(args.data, args.label, args.out, args.labelfiles, args.layer, args.recipe, args.epochs, args.seed)
-        else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap, not args.no_unassigned, args.coverage, args.min_probability)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"sims-nb {args.command}: error: {e}", file=sys.stderr)
+            train(args.data, args.label, args.out, args.labelfiles, args.layer, args.recipe, args.epochs, args.seed, mode=mode, resume=args.resume)
+        else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap, not args.no_unassigned, args.coverage,
+                      args.min_probability, mode)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # the input or the request: the message says what to change
+        print(f"sims-nb {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sims-nb {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line here, the traceback in a log file to report
+        log = Path(tempfile.gettempdir())/f"sims-nb-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        print(f"sims-nb {args.command}: unexpected error ({type(e).__name__}: {one_line(e)[:300]}); the traceback is in {log}; "
+              "please report it with that file", file=sys.stderr)
+        return 1
     return 0

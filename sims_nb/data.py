@@ -16,10 +16,10 @@ from sklearn.utils.class_weight import compute_class_weight
 
 # %% auto #0
 __all__ = ['clean_gene_names', 'GeneAlignment', 'align_genes', 'read_labels', 'encode_labels', 'stratified_split',
-           'class_weights', 'InputKind', 'detect_input', 'row_sums', 'Normalise', 'H5adSource', 'AnnDataSource',
-           'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource', 'open_source',
-           'move_columns', 'CellData', 'GeneStats', 'gene_stats', 'BlockSampler', 'csr_tensor', 'CellDataset',
-           'choose_splits', 'sims_dataloaders']
+           'class_weights', 'InputKind', 'check_counts', 'detect_input', 'row_sums', 'Normalise', 'H5adSource',
+           'AnnDataSource', 'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource',
+           'open_source', 'move_columns', 'CellData', 'GeneStats', 'gene_stats', 'BlockSampler', 'csr_tensor',
+           'CellDataset', 'choose_splits', 'sims_dataloaders']
 
 # %% ../nbs/01_data.ipynb #cc0f5f33
 _ENSEMBL_VERSION = re.compile(r'^(ENS[A-Z]*[GTP]\d{6,})\.\d+$')
@@ -160,6 +160,13 @@ def _sample_values(X, n:int=200_000, seed:int=0) -> np.ndarray:
     if len(values) > n: values = np.random.default_rng(seed).choice(values, n, replace=False)
     return np.asarray(values, dtype=np.float64)
 
+def check_counts(X, # cells x genes of a count matrix, dense or scipy sparse
+                 source:str='matrix'):
+    "Refuse a count matrix with negative entries (a corrupted file), naming `source` and how many"
+    negative = int((X.data < 0).sum()) if sp.issparse(X) else int((np.asarray(X) < 0).sum())
+    if negative: raise ValueError(f"{source}: {negative} negative entr{'y' if negative == 1 else 'ies'} among {X.shape[0]:,} cells of counts (every other "
+                                  "value a non-negative integer); counts cannot be negative, so the file looks corrupted: re-export it or fix those entries")
+
 def detect_input(X, # cells x genes, dense or scipy sparse (a sample of rows is enough)
                  source:str='matrix', # where X came from, for errors
                 ) -> InputKind:
@@ -168,7 +175,10 @@ def detect_input(X, # cells x genes, dense or scipy sparse (a sample of rows is 
     if not np.isfinite(values).all():
         raise ValueError(f"{source}: the matrix holds NaN or infinite values; remove or impute them before training")
     if len(values) == 0: raise ValueError(f"{source}: the matrix holds no non-zero values")
-    if values.min() < 0: return InputKind('scaled', f'{(values < 0).mean():.0%} of values are negative (min {values.min():.3g})')
+    negative = values < 0
+    if negative.any():
+        if negative.mean() < 0.01 and np.allclose(values[~negative], np.round(values[~negative])): check_counts(X, source)  # counts, corrupted
+        return InputKind('scaled', f'{negative.mean():.0%} of values are negative (min {values.min():.3g})')
     if np.allclose(values, np.round(values)): return InputKind('counts', f'all sampled values are non-negative integers (max {values.max():.0f})')
     if values.max() < 50: return InputKind('log-normalised', f'non-negative, non-integer values up to {values.max():.3g}')
     return InputKind('normalised', f'non-negative, non-integer values up to {values.max():.3g}: normalised but not log-transformed')
@@ -523,7 +533,9 @@ class CellData:
         parts = []
         for f in np.unique(which):
             source = self.sources[f]
-            rows = self.normalise(source.read(idx[which == f] - self.starts[f]), inplace=True)
+            rows = source.read(idx[which == f] - self.starts[f])
+            if self.normalise.kind == 'counts': check_counts(rows, str(source.path))  # the rows beyond the sample `detect_input` saw
+            rows = self.normalise(rows, inplace=True)
             if not np.isfinite(rows.data).all(): raise ValueError(f"{source.path}: the matrix holds NaN or infinite values; remove or impute them before training")
             parts.append(move_columns(rows, self.alignment.columns[f], len(self.genes)))
         if len(parts) == 1: return parts[0]
@@ -575,6 +587,9 @@ class GeneStats:
         "Sorted positions of the genes that are among the `n` best markers (positive score) of some class"
         if score not in ('specific', 't'): raise ValueError(f"score must be 'specific' or 't', not {score!r}")
         scores = self.specific_scores() if score == 'specific' else self.marker_scores()
+        if score == 'specific':  # a class with no gene detected more often than elsewhere (dense input, e.g. scaled): its t-scores
+            undetected = (scores <= 0).all(1)
+            scores[undetected] = self.marker_scores()[undetected]
         top = np.argsort(-scores, axis=1, kind='stable')[:, :n]
         return np.unique(top[np.take_along_axis(scores, top, 1) > 0])
 

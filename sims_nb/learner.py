@@ -20,9 +20,10 @@ from fastai.callback.training import GradientClip
 from fastai.callback.fp16 import MixedPrecision
 import sims_nb
 from .tabnet import TabNet
-from .data import sims_dataloaders, open_source, clean_gene_names, detect_input, Normalise, move_columns, csr_tensor
+from .data import sims_dataloaders, open_source, clean_gene_names, detect_input, check_counts, Normalise, move_columns, csr_tensor
 from .metrics import sims_metrics, confusion_matrix, classification_scores, per_class_scores, plot_confusion
 from .callbacks import SparsityLossCallback, KeepBestCallback, EMACallback, GeneDropoutCallback, SparseBatchCallback, atomic_write, densify_on_cuda
+from .callbacks import TrainingStateCallback, ResumeCallback, load_training_state
 from .inference import Calibration, CalibrateCallback, split_outputs, softmax  # the inference chapter: temperature, 'Unassigned', conformal sets
 
 # %% auto #0
@@ -85,18 +86,38 @@ def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
 # %% ../nbs/05_learner.ipynb #4aa1296b
 class SimsLearner(Learner):
     "A fastai `Learner` for a TabNet cell-type classifier, with its data, recipe and evaluation"
-    def fit(self, n_epoch:int|None=None, lr=None, wd=None, cbs=None, reset_opt:bool=False, start_epoch:int=0):
-        "Train by the recipe when called without `n_epoch`; else fastai's `fit`. Keeps `history`, one row per epoch"
+    def fit(self, n_epoch:int|None=None, lr=None, wd=None, cbs=None, reset_opt:bool=False, start_epoch:int=0,
+            resume:str|Path|None=None, # a training-state file (`sims_learner(training_state=...)`): continue where it stopped
+           ):
+        "Train by the recipe when called without `n_epoch`; else fastai's `fit`. Keeps `history`, one row per epoch trained"
+        cbs = list(cbs or [])
+        if resume is not None:
+            state = self._training_state(resume, n_epoch if n_epoch is not None else self.recipe_epochs)
+            start_epoch = state['epoch'] + 1
+            cbs.append(ResumeCallback(state))
         if n_epoch is not None:
             super().fit(n_epoch, lr, wd, cbs, reset_opt, start_epoch)
-            self.history = pd.DataFrame(list(self.recorder.values), columns=self.recorder.metric_names[1:-1])  # evaluation resets the recorder
+            trained = [row for row in self.recorder.values if len(row)]  # epochs skipped on resuming have none
+            self.history = pd.DataFrame(trained, columns=self.recorder.metric_names[1:-1])  # evaluation resets the recorder
             return
         r = self.recipe
         extra = [EarlyStoppingCallback(self.monitor, patience=r.patience)] if r.patience else []
-        if r.schedule == 'one_cycle': return self.fit_one_cycle(self.recipe_epochs, r.lr, wd=r.wd, pct_start=r.pct_start, cbs=extra + list(cbs or []))
+        if r.schedule == 'one_cycle':
+            return self.fit_one_cycle(self.recipe_epochs, r.lr, wd=r.wd, pct_start=r.pct_start, cbs=extra + cbs, start_epoch=start_epoch)
         if r.schedule != 'plateau': raise ValueError(f"unknown schedule {r.schedule!r}; use 'one_cycle' or 'plateau'")
         plateau = ReduceLROnPlateau(self.monitor, patience=r.plateau_patience, factor=1/r.plateau_factor)
-        return self.fit(self.recipe_epochs, r.lr, r.wd, extra + [plateau] + list(cbs or []))
+        return self.fit(self.recipe_epochs, r.lr, r.wd, extra + [plateau] + cbs, start_epoch=start_epoch)
+
+    def _training_state(self, path, n_epoch:int) -> dict:
+        "The training-state file at `path`, checked against this run"
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no training state to resume from; one is written after every epoch when the learner has training_state=PATH "
+                                    "(sims-nb train writes OUT/training_state.pt)")
+        try: state = load_training_state(path)
+        except Exception as e: raise ValueError(f"{path}: not a readable training state ({type(e).__name__}); start afresh without resuming") from None
+        if state['n_epoch'] != n_epoch:
+            raise ValueError(f"{path}: written by a run of {state['n_epoch']} epochs, and this one has {n_epoch}: resume with the same data, recipe and epochs")
+        return state
 
     @property
     def recipe_epochs(self) -> int:
@@ -116,6 +137,7 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
                  recipe:str|Recipe|dict='default', # how to train (see `RECIPES`)
                  valid_pct:float=0.1, test_pct:float=0.2, seed:int=0, # stratified, seeded splits
                  checkpoint:str|Path|None=None, # model file written (atomically) whenever validation improves
+                 training_state:str|Path|None=None, # file written (atomically) after every epoch, to resume from (`fit(resume=...)`)
                  cbs:list|None=None, # more callbacks (e.g. fastai's `CSVLogger`, or W&B's)
                  path:str|Path='.', # where fastai writes (CSVLogger, lr_find)
                  **kwargs, # passed to `sims_dataloaders` (split_col, test_files, num_workers, in_memory, layer, how, method ...)
@@ -139,6 +161,7 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     learn.recipe, learn.seed, learn.class_label, learn.test_scores = recipe, seed, class_label, None
     learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False)))
     learn.add_cb(CalibrateCallback())
+    if training_state is not None: learn.add_cb(TrainingStateCallback(training_state))
     return learn
 
 # %% ../nbs/05_learner.ipynb #b604f3b4
@@ -306,7 +329,10 @@ class SimsModel:
         name = str(source.path)
         columns, report = gene_overlap(self.genes, source.var_names, min_overlap, name)
         normalise = replay_normalisation(self.normalise, source.read(np.arange(min(source.n_cells, 500))), name)
-        cells = lambda start: normalise(source.read(np.arange(start, min(start + bs, source.n_cells))), inplace=True)
+        def cells(start):
+            rows = source.read(np.arange(start, min(start + bs, source.n_cells)))
+            if normalise.kind == 'counts': check_counts(rows, name)  # beyond the sample `replay_normalisation` saw
+            return normalise(rows, inplace=True)
         return source, report, (move_columns(cells(start), columns, len(self.genes)) for start in range(0, source.n_cells, bs))
 
     def tensor(self, x:sp.csr_matrix) -> torch.Tensor:

@@ -19,6 +19,9 @@ def test_demo_writes_everything(demo):
     result, out = demo
     assert result.returncode == 0, result.stderr
     assert 'test split:' in result.stdout and 'macro_f1' in result.stdout
+    epochs = [line for line in result.stdout.splitlines() if line.startswith('epoch ')]  # not a terminal: one short line per epoch, no bars
+    assert len(epochs) == 2 and epochs[0].startswith('epoch 1/2  train_loss') and 'valid_macro_f1' in epochs[0] and len(epochs[0]) < 150
+    assert '\r' not in result.stdout and len(result.stdout) < 3000
     assert {'model.pt', 'model.md', 'scores.csv', 'per_class.csv', 'confusion.png', 'test_predictions.csv', 'top_genes.csv', 'history.csv'} <= {p.name for p in out.iterdir()}
     top = pd.read_csv(out/'top_genes.csv')
     assert list(top.columns) == ['class', 'rank', 'gene', 'importance'] and len(top) > 0 and (top.importance > 0).all()
