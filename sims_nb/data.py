@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #ddc83272
 from __future__ import annotations
-import io, os, re, warnings
+import functools, io, os, re, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import h5py, numpy as np, pandas as pd, scipy.sparse as sp, torch
@@ -16,10 +16,10 @@ from sklearn.utils.class_weight import compute_class_weight
 
 # %% auto #0
 __all__ = ['clean_gene_names', 'GeneAlignment', 'align_genes', 'read_labels', 'encode_labels', 'stratified_split',
-           'class_weights', 'InputKind', 'check_counts', 'detect_input', 'row_sums', 'Normalise', 'H5adSource',
-           'AnnDataSource', 'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource', 'CsvRowsSource',
-           'open_source', 'move_columns', 'CellData', 'GeneStats', 'gene_stats', 'BlockSampler', 'csr_tensor',
-           'CellDataset', 'choose_splits', 'sims_dataloaders']
+           'class_weights', 'InputKind', 'check_counts', 'detect_input', 'row_sums', 'Normalise', 'reader_errors',
+           'H5adSource', 'AnnDataSource', 'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource',
+           'CsvRowsSource', 'open_source', 'move_columns', 'CellData', 'GeneStats', 'gene_stats', 'BlockSampler',
+           'csr_tensor', 'CellDataset', 'choose_splits', 'sims_dataloaders']
 
 # %% ../nbs/01_data.ipynb #cc0f5f33
 _ENSEMBL_VERSION = re.compile(r'^(ENS[A-Z]*[GTP]\d{6,})\.\d+$')
@@ -222,8 +222,22 @@ class Normalise:
         return X
 
 # %% ../nbs/01_data.ipynb #d75629ba
+def reader_errors(method):
+    "A reader's method whose own errors (HDF5, decoding, parsing, I/O) become one `ValueError` naming the file"
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try: return method(self, *args, **kwargs)
+        except FileNotFoundError: raise
+        except Exception as e:
+            path = str(getattr(self, 'path', args[0] if args else 'data'))
+            if type(e) is ValueError and str(e).startswith(path): raise  # already one line that names the file
+            raise ValueError(f"{path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                             "the file may be truncated or corrupt: write it again") from None
+    return guarded
+
 class H5adSource:
     "Rows of an `.h5ad` file read on demand, with the file's cell ids, gene names and `obs`"
+    @reader_errors
     def __init__(self, path:str|Path, # an .h5ad file, never written to
                  layer:str|None=None, # read `layers[layer]` instead of `X`; 'raw' reads `.raw` (unless a layer is named 'raw')
                 ):
@@ -267,6 +281,7 @@ class H5adSource:
             self._matrix = node if self.encoding == 'array' else (node['data'], node['indices'])
         return self._matrix
 
+    @reader_errors
     def read(self, rows:np.ndarray, # increasing row numbers
              max_gap:int=64, # rows this close together are read in one go, the rows between them discarded
             ) -> sp.csr_matrix:
@@ -321,6 +336,7 @@ class AnnDataSource(_InMemorySource):
 # %% ../nbs/01_data.ipynb #b4b2016a
 class TenxH5Source:
     "Cells of a Cell Ranger `.h5` file (v3 `matrix` group, or v2 one group per genome) read on demand"
+    @reader_errors
     def __init__(self, path:str|Path, genome:str|None=None):
         self.path = Path(path)
         try:
@@ -342,6 +358,7 @@ class TenxH5Source:
 # %% ../nbs/01_data.ipynb #423a4bf9
 class Hdf5MatrixSource:
     "Rows of a dense cells x genes dataset in any HDF5 file, read on demand; gene names and cell ids from other datasets, if any"
+    @reader_errors
     def __init__(self, path:str|Path, matrix_key:str='X', genes_key:str|None=None, cells_key:str|None=None):
         self.path, self.key, self.encoding, self.indptr = Path(path), matrix_key, 'array', None
         decode = lambda values: [v.decode() if isinstance(v, bytes) else str(v) for v in values]
@@ -367,6 +384,7 @@ def _first_existing(folder:Path, names:list) -> Path:
 
 class MtxSource(_InMemorySource):
     "A Matrix Market folder (genes x cells `matrix.mtx`, `features.tsv`/`genes.tsv`, `barcodes.tsv`), held as sparse rows"
+    @reader_errors
     def __init__(self, path:str|Path):
         self.path = Path(path)
         folder = self.path if self.path.is_dir() else self.path.parent
@@ -379,6 +397,7 @@ class MtxSource(_InMemorySource):
 
 class TextSource(_InMemorySource):
     "A delimited text matrix (csv/tsv, gzip or not) with cell ids and gene names, read in chunks into sparse rows"
+    @reader_errors
     def __init__(self, path:str|Path,
                  cells_as_rows:bool=True, # False when rows are genes and columns cells
                  chunksize:int=2000, # rows read at a time
@@ -403,6 +422,7 @@ class TextSource(_InMemorySource):
 # %% ../nbs/01_data.ipynb #9a5f9fb0
 class CsvRowsSource:
     "An uncompressed delimited file with one cell per line, read lazily: an index of line offsets, then only the lines a batch needs"
+    @reader_errors
     def __init__(self, path:str|Path, sep:str=','):
         self.path, self.sep = Path(path), sep
         with open(self.path, 'rb') as f: header = f.readline()
@@ -424,6 +444,7 @@ class CsvRowsSource:
         offsets = np.concatenate(offsets)
         return offsets if offsets[-1] == position else np.append(offsets, position)  # a last line without newline
 
+    @reader_errors
     def read(self, rows:np.ndarray, max_gap:int=64) -> sp.csr_matrix:
         "Rows `rows` as CSR, one read per range of nearby lines"
         rows = np.asarray(rows, dtype=np.int64)

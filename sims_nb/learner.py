@@ -374,7 +374,7 @@ class SimsModel:
         if not path.exists(): raise FileNotFoundError(f"{path}: no such model file")
         try: payload = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path}: not a sims_nb model file, or it is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise ValueError(f"{path}: not a sims_nb model file, or it is damaged ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
         if not isinstance(payload, dict) or payload.get('format') != FORMAT:
             raise ValueError(f"{path}: not a sims_nb model file (no '{FORMAT}' marker); save models with `learn.save_model` or `SimsModel.save`")
         if payload.get('format_version', 0) > FORMAT_VERSION:
