@@ -105,3 +105,14 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_finishes_the_run(tmp_pat
     # stated tolerance: the batches come in another order after a restart, so close (macro-F1 within 0.05), not equal
     assert abs(float(scores[0].loc['macro_f1'].iloc[0]) - float(scores[1].loc['macro_f1'].iloc[0])) < 0.05, scores
     assert run('train', DATA/'pbmc3k_seurat.h5ad', '--label', 'cell_type', '--out', tmp_path/'other', '--resume').returncode == 2  # nothing to resume
+
+def test_concurrent_predictions_are_identical_and_whole(tmp_path):
+    assert run('train', DATA/'kang2018_pbmc_stim_muscat_example.h5ad', '--label', 'cell_type', '--epochs', '1', '--quiet', '--out', tmp_path/'m').returncode == 0
+    before = digest(DATA/'kang2018_pbmc_stim_muscat_example.h5ad')
+    command = lambda out: [str(COMMAND), 'predict', str(tmp_path/'m'/'model.pt'), str(DATA/'kang2018_pbmc_stim_muscat_example.h5ad'), '--out', str(out), '--quiet']
+    outputs = ['a.csv', 'b.csv', 'same.csv', 'same.csv']  # two processes on separate outputs, two on the same one
+    processes = [subprocess.Popen(command(tmp_path/name), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in outputs]
+    assert [p.wait() for p in processes] == [0] * 4
+    assert digest(tmp_path/'a.csv') == digest(tmp_path/'b.csv') == digest(tmp_path/'same.csv')  # whole, never interleaved
+    assert len(pd.read_csv(tmp_path/'same.csv')) == 1556 and not list(tmp_path.glob('*.tmp'))
+    assert digest(DATA/'kang2018_pbmc_stim_muscat_example.h5ad') == before  # the input is never modified
