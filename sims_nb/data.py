@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #ddc83272
 from __future__ import annotations
-import functools, io, os, re, warnings
+import functools, gzip, io, os, re, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import h5py, numpy as np, pandas as pd, scipy.sparse as sp, torch
@@ -17,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 # %% auto #0
 __all__ = ['clean_gene_names', 'GeneAlignment', 'align_genes', 'read_labels', 'encode_labels', 'stratified_split',
            'class_weights', 'InputKind', 'check_counts', 'detect_input', 'row_sums', 'Normalise', 'reader_errors',
-           'H5adSource', 'AnnDataSource', 'TenxH5Source', 'Hdf5MatrixSource', 'MtxSource', 'TextSource',
+           'H5adSource', 'AnnDataSource', 'TenxH5Source', 'Hdf5MatrixSource', 'read_mtx', 'MtxSource', 'TextSource',
            'CsvRowsSource', 'open_source', 'move_columns', 'CellData', 'GeneStats', 'gene_stats', 'BlockSampler',
            'csr_tensor', 'CellDataset', 'choose_splits', 'sims_dataloaders']
 
@@ -382,18 +382,45 @@ def _first_existing(folder:Path, names:list) -> Path:
             if candidate.exists(): return candidate
     raise FileNotFoundError(f"{folder}: none of {', '.join(names)} (or .gz) found")
 
+def read_mtx(path:Path, # a Matrix Market coordinate file, gzipped or not
+             shape:tuple, # (rows, columns) the companion files say it has
+            ) -> sp.coo_matrix:
+    "A Matrix Market coordinate matrix, checked before it is trusted: banner, sizes and every entry's position (a damaged file must not crash a C reader)"
+    with (gzip.open if path.suffix == '.gz' else open)(path, 'rt') as f:
+        banner = f.readline()
+        if not banner.lower().startswith('%%matrixmarket matrix coordinate'):
+            raise ValueError(f"{path}: not a Matrix Market coordinate file (first line {banner.strip()[:60]!r})")
+        line = f.readline()
+        while line.startswith('%'): line = f.readline()
+        sizes = line.split()
+        if len(sizes) != 3 or not all(s.isdigit() for s in sizes): raise ValueError(f"{path}: the size line {line.strip()[:60]!r} is not 'rows columns entries'")
+        n_rows, n_cols, nnz = map(int, sizes)
+        if (n_rows, n_cols) != tuple(shape):
+            raise ValueError(f"{path}: the matrix is {n_rows} x {n_cols} but its features and barcodes files list {shape[0]} x {shape[1]}")
+        body = pd.read_csv(f, sep=r'\s+', header=None, comment='%', dtype=np.float64).to_numpy() if nnz else np.zeros((0, 3))
+    pattern = 'pattern' in banner.lower()
+    if body.shape != (nnz, 2 if pattern else 3):
+        raise ValueError(f"{path}: {body.shape[0]} entries of {body.shape[1] if body.ndim > 1 else 0} numbers where the size line promises {nnz} of {2 if pattern else 3}")
+    rows, cols = body[:, 0] - 1, body[:, 1] - 1
+    if not (np.isfinite(body).all() and (rows == np.round(rows)).all() and (cols == np.round(cols)).all()
+            and rows.min(initial=0) >= 0 and rows.max(initial=0) < n_rows and cols.min(initial=0) >= 0 and cols.max(initial=0) < n_cols):
+        raise ValueError(f"{path}: entries with positions outside the {n_rows} x {n_cols} matrix, or not whole numbers")
+    values = np.ones(nnz, np.float32) if pattern else body[:, 2].astype(np.float32)
+    return sp.coo_matrix((values, (rows.astype(np.int64), cols.astype(np.int64))), shape=(n_rows, n_cols))
+
 class MtxSource(_InMemorySource):
     "A Matrix Market folder (genes x cells `matrix.mtx`, `features.tsv`/`genes.tsv`, `barcodes.tsv`), held as sparse rows"
     @reader_errors
     def __init__(self, path:str|Path):
         self.path = Path(path)
         folder = self.path if self.path.is_dir() else self.path.parent
-        from scipy.io import mmread
-        try: X = mmread(_first_existing(folder, ['matrix.mtx']) if self.path.is_dir() else self.path)
-        except (ValueError, OSError) as e: raise ValueError(f"{self.path}: cannot be read as Matrix Market ({e})") from None
         genes = pd.read_csv(_first_existing(folder, ['features.tsv', 'genes.tsv']), sep='\t', header=None)
         cells = pd.read_csv(_first_existing(folder, ['barcodes.tsv']), sep='\t', header=None)[0]
-        self._set(sp.csr_matrix(X).T, cells, genes[1] if genes.shape[1] > 1 else genes[0])
+        try: X = read_mtx(_first_existing(folder, ['matrix.mtx']) if self.path.is_dir() else self.path, (len(genes), len(cells)))
+        except (ValueError, OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as e:
+            if type(e) is ValueError and str(e).startswith(str(folder)): raise
+            raise ValueError(f"{self.path}: cannot be read as Matrix Market ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        self._set(X.tocsr().T.tocsr(), cells, genes[1] if genes.shape[1] > 1 else genes[0])
 
 class TextSource(_InMemorySource):
     "A delimited text matrix (csv/tsv, gzip or not) with cell ids and gene names, read in chunks into sparse rows"
