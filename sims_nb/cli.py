@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['demo_data', 'EpochLines', 'output_mode', 'baseline_cells', 'linear_baseline', 'train', 'restore_best', 'predict',
-           'main']
+__all__ = ['demo_data', 'EpochLines', 'output_mode', 'printer', 'baseline_cells', 'linear_baseline', 'train', 'restore_best',
+           'predict', 'main']
 
 # %% ../nbs/06_cli.ipynb #cd6656b6
 def demo_data() -> Path:
@@ -44,6 +44,10 @@ def output_mode(quiet:bool=False, stream=None) -> str:
     "'quiet', 'bars' (a terminal) or 'lines' (a pipe or a file)"
     if quiet: return 'quiet'
     return 'bars' if (stream or sys.stdout).isatty() else 'lines'
+
+def printer(mode:str):
+    "`print`, or a function that prints nothing when `mode` is 'quiet'"
+    return print if mode != 'quiet' else (lambda *args, **kwargs: None)
 
 # %% ../nbs/06_cli.ipynb #6c010f98
 def baseline_cells(data:list, # data files (or AnnData), as given to `train`
@@ -86,7 +90,7 @@ def train(data:list, # data files
     from sims_nb.learner import sims_learner, get_recipe
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     changes = {'epochs': epochs, 'steps': None} if epochs else {}  # a given number of epochs, not the recipe's budget of steps
-    say = print if mode != 'quiet' else (lambda *args, **kwargs: None)
+    say = printer(mode)
     state = out/'training_state.pt'  # written after every epoch, for --resume
     learn = sims_learner(data, labelfiles, label, recipe=get_recipe(recipe, **changes), seed=seed, layer=layer, checkpoint=out/'model.pt',
                          training_state=state, path=out, cbs=[CSVLogger('history.csv', append=resume)] + ([EpochLines()] if mode == 'lines' else []))
@@ -140,22 +144,34 @@ def _train_and_report(learn, data, label, out, labelfiles, layer, compare, say, 
 
 # %% ../nbs/06_cli.ipynb #37d3f16b
 def predict(model:Path, data:Path, out:Path, layer:str|None=None, top_k:int=3, min_overlap:float=0.5,
-            unassigned:bool=True, coverage:float|None=0.9, min_probability:float|None=None, mode:str='bars') -> pd.DataFrame:
-    "Annotate `data` with the model file `model`; write the predictions as csv (through a temporary file, so never half-written)"
+            unassigned:bool=True, coverage:float|None=0.9, min_probability:float|None=None, mode:str='bars',
+            chunk:int=65_536, # cells predicted and written at a time: memory stays flat whatever the size of `data`
+           ) -> pd.Series:
+    "Annotate `data` with the model file `model`, writing csv chunk by chunk into a temporary file renamed at the end; returns the count of each label"
     from sims_nb.learner import SimsModel
     from sims_nb.callbacks import atomic_write
-    say = print if mode != 'quiet' else (lambda *args, **kwargs: None)
+    say = printer(mode)
     loaded = SimsModel.load(model)
-    predictions = loaded.predict(data, layer=layer, top_k=top_k, min_overlap=min_overlap, unassigned=unassigned, min_probability=min_probability,
-                                 coverage=coverage if loaded.calibration is not None else None)
-    report = predictions.attrs['gene_overlap']
-    say(f"{report['shared_genes']} of the model's {report['model_genes']} genes found in {data} ({report['share_of_model_genes']:.0%})")
-    atomic_write(out, lambda temporary: predictions.to_csv(temporary))
-    unassigned = f"; {predictions.unassigned.mean():.1%} unassigned" if 'unassigned' in predictions else ''
-    say(f"wrote {out}: {len(predictions)} cells; predicted types:\n" + predictions.label.value_counts().to_string())
-    if unassigned: say(f"{predictions.unassigned.mean():.1%} of cells unassigned (their most likely type is in the column most_likely)")
-    if mode == 'quiet': print(f"wrote {out}: {len(predictions)} cells{unassigned}")
-    return predictions
+    chunks = loaded.predict_chunks(data, layer=layer, top_k=top_k, min_overlap=min_overlap, unassigned=unassigned, min_probability=min_probability,
+                                   coverage=coverage if loaded.calibration is not None else None, chunk=chunk)
+    counts, n_unassigned = pd.Series(dtype=np.int64), None
+    def write(temporary):
+        nonlocal counts, n_unassigned
+        for i, frame in enumerate(chunks):
+            if i == 0:
+                report = frame.attrs['gene_overlap']
+                say(f"{report['shared_genes']} of the model's {report['model_genes']} genes found in {data} ({report['share_of_model_genes']:.0%})")
+            frame.to_csv(temporary, mode='a' if i else 'w', header=i == 0)
+            counts = counts.add(frame.label.value_counts(), fill_value=0).astype(np.int64)
+            if 'unassigned' in frame: n_unassigned = (n_unassigned or 0) + int(frame.unassigned.sum())
+    atomic_write(out, write)
+    n_cells = int(counts.sum())
+    summary = f"wrote {out}: {n_cells} cells" + (f"; {n_unassigned / n_cells:.1%} unassigned" if n_unassigned is not None else '')
+    if mode == 'quiet': print(summary)
+    else: say(f"{summary}; predicted types (an unassigned cell's most likely type is in the column most_likely):\n"
+              + counts.sort_values(ascending=False).to_string())
+    return counts
+
 
 # %% ../nbs/06_cli.ipynb #5d4dc311
 def _parser() -> argparse.ArgumentParser:
@@ -192,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="call 'Unassigned' the cells whose calibrated top probability is below P (0 to 1; CellTypist uses 0.5). Default: the "
                            "model's own threshold, fitted with its distance and marker-evidence thresholds to leave 5%% of validation cells "
                            "unassigned (model.md lists them); --no-unassigned turns all three off")
+    pred.add_argument('--chunk', type=int, default=65_536, metavar='N', help='cells predicted and written at a time (default 65536): memory stays flat')
     pred.add_argument('--coverage', type=float, default=0.9, choices=[0.8, 0.9, 0.95, 0.99], help='coverage of the conformal prediction sets (default 0.9)')
     return parser
 
@@ -209,7 +226,7 @@ def main(argv:list|None=None) -> int:
         elif args.command == 'train':
             train(args.data, args.label, args.out, args.labelfiles, args.layer, args.recipe, args.epochs, args.seed, mode=mode, resume=args.resume)
         else: predict(args.model, args.data, args.out, args.layer, args.top_k, args.min_overlap, not args.no_unassigned, args.coverage,
-                      args.min_probability, mode)
+                      args.min_probability, mode, args.chunk)
     except (ValueError, FileNotFoundError, KeyError) as e:  # the input or the request: the message says what to change
         print(f"sims-nb {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_learner.ipynb #a7e0b1af
 from __future__ import annotations
-import hashlib, json, platform, time, warnings
+import hashlib, itertools, json, platform, time, warnings
 from dataclasses import dataclass, asdict, field, replace
 from functools import partial
 from pathlib import Path
@@ -290,20 +290,33 @@ class SimsModel:
                 key_added:str='sims', # prefix of the `obs` columns and the `uns` key
                ) -> pd.DataFrame:
         "Label, (calibrated) probability and top-k labels of every cell of `data`; with a calibration, 'Unassigned' calls and prediction sets"
-        if min_probability is not None and not 0 <= min_probability <= 1:
-            raise ValueError(f"min_probability must be a probability between 0 and 1, got {min_probability}")
         if write_obs: _check_writable(data)
-        source, report, batches = self.batches(data, layer, min_overlap, bs)
-        logits, embeddings, evidence = self.outputs(batches)
-        calibration = self.calibration
-        if calibration is None and min_probability is not None: calibration, coverage = Calibration(), None  # the raw softmax, thresholded
-        probabilities = calibration.probabilities(logits) if calibration is not None else softmax(logits)
-        out = self.table(torch.as_tensor(probabilities), source.obs.index, top_k)
-        if calibration is not None:
-            out = calibration.annotate(out, probabilities, embeddings, evidence, self.classes, unassigned, coverage, min_probability)
-        out.attrs['gene_overlap'] = report
+        chunks = list(self.predict_chunks(data, layer, top_k, min_overlap, bs, unassigned, min_probability, coverage))
+        out = pd.concat(chunks)
+        out.attrs['gene_overlap'] = chunks[0].attrs['gene_overlap']
         if write_obs: self.write(data, out, key_added)
         return out
+
+    def predict_chunks(self, data, layer:str|None=None, top_k:int=3, min_overlap:float=0.5, bs:int=1024, unassigned:bool=True,
+                       min_probability:float|None=None, coverage:float|None=0.9,
+                       chunk:int=65_536, # cells per DataFrame
+                      ):
+        "`predict`'s DataFrame `chunk` cells at a time, read as they are needed: memory stays flat whatever the number of cells"
+        if min_probability is not None and not 0 <= min_probability <= 1:
+            raise ValueError(f"min_probability must be a probability between 0 and 1, got {min_probability}")
+        source, report, batches = self.batches(data, layer, min_overlap, bs)
+        calibration = self.calibration
+        if calibration is None and min_probability is not None: calibration, coverage = Calibration(), None  # the raw softmax, thresholded
+        per_chunk, start = max(1, chunk // bs), 0
+        for first in batches:
+            logits, embeddings, evidence = self.outputs(itertools.chain([first], itertools.islice(batches, per_chunk - 1)))
+            probabilities = calibration.probabilities(logits) if calibration is not None else softmax(logits)
+            out = self.table(torch.as_tensor(probabilities), source.obs.index[start:start + len(logits)], top_k)
+            if calibration is not None:
+                out = calibration.annotate(out, probabilities, embeddings, evidence, self.classes, unassigned, coverage, min_probability)
+            out.attrs['gene_overlap'] = report
+            start += len(logits)
+            yield out
 
     def outputs(self, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         "Logits, encoder outputs (the sum of the decision steps, which the head reads) and marker evidence (NaN if uncalibrated) of `batches`"
