@@ -64,7 +64,7 @@ def explain_all(model:SimsModel, # a trained model
     return sp.vstack(matrices, format='csr'), torch.cat(codes).numpy(), by_step
 
 def explain(model:SimsModel|SimsLearner, # a trained model, or the learner that trained it
-            data, # AnnData, or a path any reader of the data chapter opens
+            data, # AnnData, or a path any reader of the readers chapter opens
             label:str|None=None, # `obs` column of the true classes, if known
             steps:bool=False, # also keep each step's masks
             layer:str|None=None, # AnnData/.h5ad: a layer instead of X, or 'raw'

@@ -20,7 +20,8 @@ from fastai.callback.training import GradientClip
 from fastai.callback.fp16 import MixedPrecision
 import sims_nb
 from .tabnet import TabNet
-from .data import sims_dataloaders, open_source, clean_gene_names, detect_input, check_counts, Normalise, move_columns, csr_tensor
+from .data import sims_dataloaders, clean_gene_names, detect_input, check_counts, Normalise, move_columns, csr_tensor
+from .readers import open_source
 from .metrics import sims_metrics, confusion_matrix, classification_scores, per_class_scores, plot_confusion
 from .callbacks import SparsityLossCallback, KeepBestCallback, EMACallback, GeneDropoutCallback, SparseBatchCallback, atomic_write, densify_on_cuda
 from .callbacks import TrainingStateCallback, ResumeCallback, load_training_state
@@ -278,7 +279,7 @@ class SimsModel:
         return cls(learn.model, np.asarray(data.genes), np.asarray(data.classes), data.normalise, asdict(learn.recipe), learn.test_scores, info,
                    getattr(learn, 'calibration', None))
 
-    def predict(self, data, # AnnData, or a path any reader of the data chapter opens
+    def predict(self, data, # AnnData, or a path any reader of the readers chapter opens
                 layer:str|None=None, # AnnData/.h5ad: a layer instead of X, or 'raw'
                 top_k:int=3, # how many labels (with probabilities) per cell
                 min_overlap:float=0.5, # fewest share of the model's genes the data must hold

@@ -93,7 +93,8 @@ def test_input_kinds_and_replay():
 
 # ---- lazy reading from .h5ad ----
 import anndata as ad, torch
-from sims_nb.data import H5adSource, CellData, BlockSampler, sims_dataloaders
+from sims_nb.data import CellData, BlockSampler, sims_dataloaders
+from sims_nb.readers import H5adSource
 
 def write_h5ad(path, n_cells=120, genes_=None, seed=0, dense=False, csc=False, labels=None, kind='counts'):
     rng = np.random.default_rng(seed)
@@ -196,7 +197,7 @@ def test_other_formats_and_split_options(tmp_path):
 
 def test_readers_opened_by_hand_mix_with_paths(tmp_path):
     import h5py
-    from sims_nb.data import Hdf5MatrixSource
+    from sims_nb.readers import Hdf5MatrixSource
     a = write_h5ad(tmp_path/'a.h5ad', n_cells=60, dense=True)
     with h5py.File(tmp_path/'m.h5', 'w') as f:
         f['expr'] = a.X; f['names'] = np.array(a.var_names, dtype='S'); f['ids'] = np.array([f'm{i}' for i in range(60)], dtype='S')
@@ -205,7 +206,7 @@ def test_readers_opened_by_hand_mix_with_paths(tmp_path):
     np.testing.assert_allclose(data.cells(np.arange(60, 65)).toarray(), data.cells(np.arange(5)).toarray())
 
 def test_uncompressed_csv_is_read_lazily_by_line(tmp_path):
-    from sims_nb.data import CsvRowsSource, open_source
+    from sims_nb.readers import CsvRowsSource, open_source
     a = write_h5ad(tmp_path/'a.h5ad', n_cells=200)
     text = a.to_df().to_csv(lineterminator='\r\n').rstrip('\r\n')  # Windows line ends, no final newline
     (tmp_path/'a.csv').write_text(text)

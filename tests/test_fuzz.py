@@ -3,7 +3,7 @@ import shutil, time, warnings
 from pathlib import Path
 import anndata as ad, h5py, numpy as np, pandas as pd, pytest, scipy.io, scipy.sparse as sp, torch
 from hypothesis import given, settings, strategies as st, HealthCheck
-from sims_nb.data import open_source
+from sims_nb.readers import open_source
 from sims_nb.learner import sims_learner, SimsModel, get_recipe
 
 DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
