@@ -2,7 +2,9 @@
 cost, on shared data, several seeds (each seed changes the split and the initialisation), beside CellTypist on the same cells.
 
 Parts (--parts, all by default):
-- calibration: expected calibration error (15 bins) of the softmax and of the temperature-scaled probabilities, and of CellTypist's
+- calibration: expected calibration error (15 bins) of the softmax and of the temperature-scaled probabilities, the ECE that perfectly
+  calibrated probabilities would show on the same cells (each cell's top label drawn right with its calibrated confidence: the
+  estimator's noise floor on a few hundred cells), and of CellTypist's
   probabilities (its top "prob match" probability, what it reports as conf_score), on the pbmc3k test split (9 Seurat types) and on
   pbmc3k -> Kang 2018 (coarse labels, every Kang cell a test cell); share unassigned, accuracy of the assigned cells, coverage and
   mean size of the 80/90/95% conformal sets.
@@ -47,6 +49,15 @@ def celltypist_probabilities(X, y, T, genes, classes) -> np.ndarray:
     matrix = celltypist_annotate(celltypist_train(X, y, genes), T, genes).probability_matrix
     return matrix.reindex(columns=[str(c) for c in classes], fill_value=0.).to_numpy()
 
+def ece_floor(probabilities, n_bins:int=15, draws:int=200, seed:int=0) -> float:
+    "The ECE a perfectly calibrated model would show on these cells: each cell's top label drawn right with its own confidence"
+    confidence, rng = np.asarray(probabilities).max(1), np.random.default_rng(seed)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    def ece(correct):
+        gaps = [abs(confidence[bins == b].mean() - correct[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)]
+        return sum(gaps) / len(confidence)
+    return float(np.mean([ece(rng.random(len(confidence)) < confidence) for _ in range(draws)]))
+
 def honesty(learn, query, truth, seed, files, kwargs, label) -> dict:
     "Calibration, abstention and conformal coverage of a learner's model on labelled query cells, and CellTypist's calibration"
     model, cal = learn.export_model(), learn.calibration
@@ -55,6 +66,7 @@ def honesty(learn, query, truth, seed, files, kwargs, label) -> dict:
     codes = pd.Index(model.classes).get_indexer(truth)
     known = codes >= 0
     row = {'ECE softmax': calibration_error(softmax(logits[known]), codes[known]), 'ECE calibrated': calibration_error(cal.probabilities(logits[known]), codes[known]),
+           'ECE floor (perfect calibration, these cells)': ece_floor(cal.probabilities(logits[known])),
            'temperature': cal.temperature, 'accuracy': float((predictions.most_likely == truth).mean()),
            'unassigned': float(predictions.unassigned.mean()), 'accuracy assigned': float((predictions.label == truth)[~predictions.unassigned].mean())}
     for coverage in (0.8, 0.9, 0.95):
