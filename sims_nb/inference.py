@@ -75,8 +75,10 @@ def mahalanobis(embeddings, # (cells, d) encoder outputs
                ) -> np.ndarray:
     "Each cell's Mahalanobis distance to the nearest class centroid"
     embeddings, centroids, precision = (np.asarray(a, dtype=np.float64) for a in (embeddings, centroids, precision))
-    squared = [np.einsum('nd,de,ne->n', embeddings - c, precision, embeddings - c) for c in centroids if np.isfinite(c).all()]
-    return np.sqrt(np.maximum(np.min(squared, 0), 0))
+    centroids = centroids[np.isfinite(centroids).all(1)]  # classes without training cells have no centroid
+    projected = embeddings @ precision  # (e - c) P (e - c) = ePe - 2 ePc + cPc: two matrix products for all cells and classes
+    squared = (projected * embeddings).sum(1)[:, None] - 2 * projected @ centroids.T + ((centroids @ precision) * centroids).sum(1)
+    return np.sqrt(np.maximum(squared.min(1), 0))
 
 def class_geometry(embeddings, # (cells, d) encoder outputs of training cells
                    targets, # their class codes
