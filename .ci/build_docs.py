@@ -90,12 +90,14 @@ def main():
     shutil.rmtree(src, ignore_errors=True); src.mkdir(parents=True)
     notebooks = sorted(p for p in proc.rglob('*.ipynb') if '_sphinx' not in p.parts)
     pages = [adapt(p, src) for p in notebooks]
-    index = [p for p in pages if p[0] == 'index']
-    if not index: sys.exit('docs: nbs/index.ipynb is missing')
-    rest = [p for p in pages if p[0] != 'index']
+    if 'index' not in [page for page, _ in pages]: sys.exit('docs: nbs/index.ipynb is missing')
+    in_tutorials = {page: 'tutorials' in p.relative_to(proc).parts for p, (page, _) in zip(notebooks, pages)}
+    def toctree(caption, names): return f'```{{toctree}}\n:maxdepth: 1\n:hidden:\n:caption: {caption}\n\n' + '\n'.join(names) + '\n```'
+    chapters = [page for page, _ in pages if page != 'index' and not in_tutorials[page]]
+    tutorials = [page for page, _ in pages if in_tutorials[page]]
     nb = nbformat.read(src/'index.ipynb', as_version=4)
-    toctree = '```{toctree}\n:maxdepth: 1\n:hidden:\n\n' + '\n'.join(page for page, _ in rest) + '\n```'
-    nb.cells.insert(1, nbformat.v4.new_markdown_cell(toctree))
+    for position, (caption, names) in enumerate([('Chapters', chapters), ('Tutorials', tutorials)]):
+        if names: nb.cells.insert(1 + position, nbformat.v4.new_markdown_cell(toctree(caption, names)))
     nbformat.write(nb, src/'index.ipynb')
     static = src/'_static'; static.mkdir()
     (src/'conf.py').write_text(CONF.format(title=cfg['title'], author=cfg['author'], copyright=cfg['copyright'],
