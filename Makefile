@@ -27,9 +27,10 @@ check: install  ## notebooks clean and sims_nb/ equal to a fresh nbdev_export
 	@echo "notebooks clean, sims_nb/ matches nbdev_export"
 
 # Two notebooks run at once, so each keeps to one thread: two torch pools of two threads on two cores
-# oversubscribe and slowed CI's notebooks five-fold.
+# oversubscribe and slowed CI's notebooks five-fold. NUMBA_NUM_THREADS too: scanpy's numba kernels (normalize_total, ...)
+# set the OpenMP thread count that torch shares back to the number of cores.
 nbdev-test: install
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: install
 	$(BIN)/python -m pytest -q tests
@@ -39,7 +40,7 @@ pytest: install
 # AVX would compute them: an assertion set just under one machine's result fails here rather than elsewhere.
 PORTABLE_TESTS := tests/test_learner.py::test_learns_and_scores_test_split tests/test_explain.py::test_top_genes_are_faithful
 portable: install  ## the training-outcome notebooks and tests again under ATEN_CPU_CAPABILITY=default
-	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --file_re '^0[24]_'
+	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --file_re '^0[24]_'
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q $(PORTABLE_TESTS)
 
 docs: install  ## offline site in _docs/ from nbdev's processed notebooks (Sphinx + myst-nb + furo)
