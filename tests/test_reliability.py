@@ -66,10 +66,14 @@ def test_quiet_version_and_unexpected_errors(tmp_path, monkeypatch, capsys):
     log = Path(err.split('the traceback is in ')[1].split(';')[0])
     assert 'Traceback' in log.read_text() and 'RuntimeError' in log.read_text()
 
+def default_sigint():
+    "In the child: Ctrl-C as in a terminal. A test run in the background (`make test &`) inherits SIGINT ignored, and so would the command"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def training(out, *extra):
     "A `sims-nb train` process on pbmc3k, reading its one line per epoch"
     return subprocess.Popen([str(COMMAND), 'train', str(DATA/'pbmc3k_seurat.h5ad'), '--label', 'cell_type', '--out', str(out), '--epochs', '40', *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 def wait_for_epochs(process, n:int, timeout:float=300):
     "Read the process's output until `n` epoch lines have been printed"
