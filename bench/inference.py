@@ -49,14 +49,13 @@ def celltypist_probabilities(X, y, T, genes, classes) -> np.ndarray:
     matrix = celltypist_annotate(celltypist_train(X, y, genes), T, genes).probability_matrix
     return matrix.reindex(columns=[str(c) for c in classes], fill_value=0.).to_numpy()
 
-def ece_floor(probabilities, n_bins:int=15, draws:int=200, seed:int=0) -> float:
+def ece_floor(probabilities, draws:int=200, seed:int=0) -> float:
     "The ECE a perfectly calibrated model would show on these cells: each cell's top label drawn right with its own confidence"
-    confidence, rng = np.asarray(probabilities).max(1), np.random.default_rng(seed)
-    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
-    def ece(correct):
-        gaps = [abs(confidence[bins == b].mean() - correct[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)]
-        return sum(gaps) / len(confidence)
-    return float(np.mean([ece(rng.random(len(confidence)) < confidence) for _ in range(draws)]))
+    probabilities, rng = np.asarray(probabilities), np.random.default_rng(seed)
+    top = probabilities.argmax(1)
+    def drawn():  # the top class where the draw says right, another class where it says wrong
+        return np.where(rng.random(len(top)) < probabilities.max(1), top, (top + 1) % probabilities.shape[1])
+    return float(np.mean([calibration_error(probabilities, drawn()) for _ in range(draws)]))
 
 def honesty(learn, query, truth, seed, files, kwargs, label) -> dict:
     "Calibration, abstention and conformal coverage of a learner's model on labelled query cells, and CellTypist's calibration"

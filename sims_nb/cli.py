@@ -172,7 +172,6 @@ def predict(model:Path, data:Path, out:Path, layer:str|None=None, top_k:int=3, m
               + counts.sort_values(ascending=False).to_string())
     return counts
 
-
 # %% ../nbs/06_cli.ipynb #5d4dc311
 def _parser() -> argparse.ArgumentParser:
     import sims_nb
