@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c .ci/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: test install check nbdev-test pytest portable docs bench demo nbs readme clean
+.PHONY: test install check nbdev-test pytest portable docs bench demo nbs readme zoo clean
 
 test: install check nbdev-test pytest portable docs  ## everything CI runs
 
@@ -56,6 +56,22 @@ bench: install  ## accuracy against logistic regression, a linear SVM and CellTy
 	$(BIN)/python bench/explain_quality.py
 	$(BIN)/python bench/tabnet_speed.py
 	$(BIN)/python bench/explain_speed.py
+
+DATA := ../shared/data
+ZOO := zoo
+ZOO_TRAIN := $(BIN)/sims-nb train --quiet
+zoo: install  ## a model zoo in zoo/ from the shared data (PBMCs, worm neurons, mouse immune cells), with its catalogue zoo/README.md
+	$(ZOO_TRAIN) $(DATA)/pbmc3k_seurat.h5ad --label cell_type --out build/zoo/pbmc3k
+	$(BIN)/sims-nb zoo add build/zoo/pbmc3k/model.pt --zoo $(ZOO) --replace --name pbmc3k-human --tissue blood --species human \
+		--description "Peripheral blood mononuclear cells of a healthy donor (10x PBMC 3k, v1 chemistry), nine types as annotated in Seurat's tutorial"
+	$(ZOO_TRAIN) $(DATA)/scdcc_worm_neuron_anon.h5ad --label label --out build/zoo/worm
+	$(BIN)/sims-nb zoo add build/zoo/worm/model.pt --zoo $(ZOO) --replace --name worm-neurons --tissue neurons --species "C. elegans" \
+		--description "C. elegans neurons (sci-RNA-seq, Cao et al. 2017 via scDCC), ten types; gene and type names are anonymous in the source"
+	$(ZOO_TRAIN) $(DATA)/tabula_muris_immune_actinn_1k.h5ad --label cell_type --out build/zoo/immune
+	$(BIN)/sims-nb zoo add build/zoo/immune/model.pt --zoo $(ZOO) --replace --name tm-immune-mouse --tissue immune --species mouse \
+		--description "Mouse immune cells of Tabula Muris (2018) as packaged by ACTINN: B, T and NK cells, monocytes, granulocytes"
+	$(BIN)/python -c "from sims_nb.zoo import Zoo; from pathlib import Path; Path('$(ZOO)/README.md').write_text(Zoo('$(ZOO)').catalogue())"
+	$(BIN)/sims-nb zoo list --zoo $(ZOO)
 
 nbs: install  ## execute every notebook in place (outputs for the docs), then clean
 	for nb in nbs/*.ipynb nbs/tutorials/*.ipynb; do [ -f "$$nb" ] && $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done

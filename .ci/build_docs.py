@@ -70,8 +70,15 @@ exclude_patterns = ["_build"]
 suppress_warnings = ["myst.header", "misc.highlighting_failure", "mystnb.unknown_mime_type"]
 nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]  # no kernel on the site: viewers show their static copy
 html_static_path = {static!r}
+html_css_files = ["tables.css"]
 {mathjax}
 '''
+
+TABLES_CSS = """/* pandas' HTML tables: no grid, small type, scroll when wide */
+table.dataframe { border-collapse: collapse; border: none; font-size: 0.8em; display: block; overflow-x: auto; }
+table.dataframe th, table.dataframe td { border: none; border-bottom: 1px solid var(--color-background-border, #ddd); padding: 0.2em 0.6em; text-align: right; vertical-align: top; white-space: nowrap; }
+table.dataframe thead th { border-bottom: 2px solid var(--color-foreground-border, #999); }
+"""
 
 def local_mathjax(dst:Path) -> str:
     "Install MathJax 3 from the npm registry into `dst` so that pages render math offline; '' (CDN) if npm is unavailable"
@@ -100,6 +107,7 @@ def main():
         if names: nb.cells.insert(1 + position, nbformat.v4.new_markdown_cell(toctree(caption, names)))
     nbformat.write(nb, src/'index.ipynb')
     static = src/'_static'; static.mkdir()
+    (static/'tables.css').write_text(TABLES_CSS)
     (src/'conf.py').write_text(CONF.format(title=cfg['title'], author=cfg['author'], copyright=cfg['copyright'],
                                            static=['_static'], mathjax=local_mathjax(static)))
     out = ROOT/cfg.get('doc_path', '_docs')
