@@ -16,6 +16,7 @@ from sklearn.metrics import f1_score, accuracy_score
 from sims_nb.data import CellData, choose_splits
 from sims_nb.cli import baseline_cells
 from sims_nb.learner import sims_learner, get_recipe
+from sims_nb.ablation import celltypist_train, celltypist_annotate, celltypist_baseline  # bench/inference.py imports the first two from here
 
 warnings.filterwarnings('ignore')
 DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
@@ -75,48 +76,10 @@ def baseline_data(files, kwargs, label, seed):
     X, y, T, truth, data = baseline_cells(files, label, splits)
     return X, data.classes[y], T, data.classes[truth], data.genes
 
-def celltypist_train(X_train, y_train, genes):
-    "A CellTypist 1.7.1 model fitted on log1p data (its expected input), with scikit-learn >= 1.8 (see ovr_logistic_regression)"
-    import celltypist, logging
-    logging.getLogger('celltypist').setLevel(logging.ERROR)
-    ovr_logistic_regression()
-    train = ad.AnnData(X_train, obs=pd.DataFrame({'y': y_train})); train.var_names = [str(g) for g in genes]
-    # CellTypist's feature selection keeps 300 genes per class and refuses data with fewer genes (Paul et al.'s 240)
-    return celltypist.train(train, 'y', check_expression=False, n_jobs=2, feature_selection=len(genes) > 300)
-
-def celltypist_annotate(model, X_test, genes):
-    "CellTypist's annotation of log1p cells: its result object (predicted labels, probability matrix)"
-    import celltypist
-    test = ad.AnnData(X_test); test.var_names = [str(g) for g in genes]
-    return celltypist.annotate(test, model=model)
-
-def celltypist_fit_predict(X_train, y_train, X_test, genes):
-    "CellTypist's labels for the test cells"
-    result = celltypist_annotate(celltypist_train(X_train, y_train, genes), X_test, genes)
-    return result.predicted_labels['predicted_labels'].astype(str).to_numpy()
-
-def ovr_logistic_regression():
-    """CellTypist 1.7.1 asks LogisticRegression for multi_class='ovr', which scikit-learn 1.8 removed: give it a class that fits
-    one binary model per class, as scikit-learn < 1.8 did for 'ovr' (CellTypist reads only coef_, intercept_, classes_ and decision_function)"""
-    import celltypist, sklearn.linear_model as lm
-    module = sys.modules['celltypist.train']
-    if 'multi_class' in lm.LogisticRegression().get_params() or getattr(module, '_sims_patched', False): return
-    class OvrLogisticRegression(lm.LogisticRegression):
-        def __init__(self, multi_class='ovr', **kwargs): super().__init__(**kwargs); self.multi_class = multi_class
-        def get_params(self, deep=True): return {**super().get_params(deep), 'multi_class': self.multi_class}
-        def fit(self, X, y, sample_weight=None):
-            self.classes_ = np.unique(y)
-            params = {k: v for k, v in super().get_params().items() if k not in ('n_jobs', 'multi_class')}
-            fits = [lm.LogisticRegression(**params).fit(X, y == c, sample_weight) for c in self.classes_]
-            self.coef_ = np.vstack([f.coef_ for f in fits]); self.intercept_ = np.concatenate([f.intercept_ for f in fits])
-            self.n_features_in_ = X.shape[1]
-            return self
-    module.LogisticRegression, module._sims_patched = OvrLogisticRegression, True
-
 BASELINES = {
     'lr': ('logistic regression', lambda X, y, T, genes: LogisticRegression(max_iter=1000).fit(X, y).predict(T)),
     'svm': ('linear SVM', lambda X, y, T, genes: LinearSVC().fit(X, y).predict(T)),
-    'celltypist': ('CellTypist', celltypist_fit_predict),
+    'celltypist': ('CellTypist', celltypist_baseline),
 }
 
 def run_sims(name:str, row:Row, seed:int, recipe) -> dict:
