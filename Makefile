@@ -49,9 +49,10 @@ docs: install  ## offline site in _docs/ from nbdev's processed notebooks (Sphin
 demo: install  ## train on scanpy's bundled PBMCs; model, predictions, confusion matrix and scores in sims_nb_out/
 	$(BIN)/sims-nb demo --out sims_nb_out
 
-bench: install  ## accuracy against logistic regression, a linear SVM and CellTypist (installed here), speed against pytorch-tabnet
-	$(PIP) celltypist
+bench: install  ## accuracy against logistic regression, a linear SVM, CellTypist and scANVI (the [bench] extra, installed here), speed against pytorch-tabnet
+	$(PIP) -e ".[bench]"
 	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/accuracy.py --methods sims lr celltypist scanvi --seeds 0 --out nbs/tutorials/benchmark_seed0.csv
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/explain_quality.py
 	$(BIN)/python bench/tabnet_speed.py

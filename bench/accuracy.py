@@ -1,9 +1,10 @@
-"""sims_nb against logistic regression, a linear SVM and CellTypist on identical cells: every labelled set in ../shared/data and
+"""sims_nb against logistic regression, a linear SVM, CellTypist and scANVI on identical cells: every labelled set in ../shared/data and
 the cross-study pairs, several seeds (each seed changes the split and the initialisation), mean and standard deviation per row.
 
 Usage: python bench/accuracy.py [--rows pbmc3k worm ...] [--seeds 0 1 2] [--recipe default] [--set lr=0.02 ...]
-                                [--methods sims lr svm celltypist] [--cache FILE] [--out FILE.csv]
-CellTypist is optional (pip install celltypist); its rows are skipped when it is not installed. `--cache` keeps the baselines'
+                                [--methods sims lr svm celltypist scanvi] [--cache FILE] [--out FILE.csv]
+CellTypist and scANVI are optional (pip install -e ".[bench]"); their rows are skipped when they are not installed. scANVI (bench/scanvi.py)
+is slow on a CPU and not run by default. Training and prediction seconds are timed separately (train_s, predict_s). `--cache` keeps the baselines'
 results (they do not depend on sims_nb) in a csv so that tuning runs only sims_nb again.
 """
 import argparse, sys, time, warnings
@@ -13,10 +14,10 @@ import anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp, torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.metrics import f1_score, accuracy_score
-from sims_nb.data import CellData, choose_splits
+from sims_nb.data import CellData, choose_splits, Normalise
 from sims_nb.cli import baseline_cells
 from sims_nb.learner import sims_learner, get_recipe
-from sims_nb.ablation import celltypist_train, celltypist_annotate, celltypist_baseline  # bench/inference.py imports the first two from here
+from sims_nb.ablation import celltypist_train, celltypist_annotate  # bench/inference.py imports them from here
 
 warnings.filterwarnings('ignore')
 DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
@@ -70,16 +71,45 @@ def learner_inputs(row:Row, seed:int):
         return [adata], {'split_col': 'bench_split'}
     return [DATA/row.train], {}
 
+def count_data(files, kwargs, label, seed):
+    "Raw counts of the same cells as `baseline_data` (every shared gene), and the file each cell comes from"
+    data = CellData(files, None, label)
+    splits = choose_splits(data, 0.1, 0.2, seed, kwargs.get('split_col'), kwargs.get('test_files'))
+    fit, test = np.sort(np.concatenate([splits['train'], splits['valid']])), np.sort(splits['test'])
+    data.normalise = Normalise('counts', 'none')
+    source = lambda idx: np.searchsorted(data.starts, idx, side='right') - 1
+    return data.cells(fit), data.cells(test), source(fit), source(test)
+
+class Cells:
+    "What a baseline sees of one row and seed: log1p CP10k of the training (train + valid) and test cells, labels, genes; counts on demand"
+    def __init__(self, files, kwargs, label, seed):
+        self.files, self.kwargs, self.label, self.seed = files, kwargs, label, seed
+        self.X, self.y, self.T, self.truth, self.genes = baseline_data(files, kwargs, label, seed)
+    def counts(self):
+        if not hasattr(self, '_counts'): self._counts = count_data(self.files, self.kwargs, self.label, self.seed)
+        return self._counts
+
 def baseline_data(files, kwargs, label, seed):
     "log1p CP10k matrices of the cells sims_nb trains on (train + valid) and tests on, every gene (the demo's `baseline_cells`)"
     splits = choose_splits(CellData(files, None, label), 0.1, 0.2, seed, kwargs.get('split_col'), kwargs.get('test_files'))
     X, y, T, truth, data = baseline_cells(files, label, splits)
     return X, data.classes[y], T, data.classes[truth], data.genes
 
-BASELINES = {
-    'lr': ('logistic regression', lambda X, y, T, genes: LogisticRegression(max_iter=1000).fit(X, y).predict(T)),
-    'svm': ('linear SVM', lambda X, y, T, genes: LinearSVC().fit(X, y).predict(T)),
-    'celltypist': ('CellTypist', celltypist_baseline),
+def scanvi_fit(d:Cells):
+    from scanvi import scanvi_fit as fit
+    counts_fit, counts_test, batch_fit, batch_test = d.counts()
+    return fit(counts_fit, d.y, counts_test, batch_fit, batch_test, d.genes, d.seed)
+
+def scanvi_predict(fitted, d:Cells):
+    from scanvi import scanvi_predict as predict
+    return predict(fitted)
+
+BASELINES = {  # name: (label, fit(cells) -> model, predict(model, cells) -> the test cells' labels, the package it needs)
+    'lr': ('logistic regression', lambda d: LogisticRegression(max_iter=1000).fit(d.X, d.y), lambda m, d: m.predict(d.T), 'scikit-learn'),
+    'svm': ('linear SVM', lambda d: LinearSVC().fit(d.X, d.y), lambda m, d: m.predict(d.T), 'scikit-learn'),
+    'celltypist': ('CellTypist', lambda d: celltypist_train(d.X, d.y, d.genes),
+                   lambda m, d: celltypist_annotate(m, d.T, d.genes).predicted_labels['predicted_labels'].astype(str).to_numpy(), 'celltypist'),
+    'scanvi': ('scANVI', scanvi_fit, scanvi_predict, 'scvi-tools'),
 }
 
 def run_sims(name:str, row:Row, seed:int, recipe) -> dict:
@@ -88,28 +118,33 @@ def run_sims(name:str, row:Row, seed:int, recipe) -> dict:
     learn = sims_learner(files, class_label=row.label, recipe=recipe, seed=seed, **kwargs)
     with learn.no_bar(), learn.no_logging(): learn.fit()
     seconds = time.time() - start
+    start = time.time()
     probabilities, targets = learn.get_preds(dl=learn.dls[2])
+    predict_seconds = time.time() - start
     truth, predicted = learn.classes[targets.numpy()], learn.classes[probabilities.argmax(-1).numpy()]
     epochs = len(learn.history) if hasattr(learn, 'history') else None
-    return {'row': name, 'seed': seed, 'method': 'sims_nb', **scores(truth, predicted), 'train_s': seconds, 'epochs': epochs,
+    return {'row': name, 'seed': seed, 'method': 'sims_nb', **scores(truth, predicted), 'train_s': seconds, 'predict_s': predict_seconds, 'epochs': epochs,
             'best_epoch': getattr(learn, 'best_epoch', None)}
 
 def run_baselines(name:str, row:Row, seed:int, methods:list) -> list:
     files, kwargs = learner_inputs(row, seed)
-    X, y, T, truth, genes = baseline_data(files, kwargs, row.label, seed)
+    cells = Cells(files, kwargs, row.label, seed)
     out = []
     for method in methods:
-        label, fit_predict = BASELINES[method]
+        label, fit, predict, package = BASELINES[method]
         start = time.time()
-        try: predicted = np.asarray(fit_predict(X, y, T, genes)).astype(str)
-        except ImportError: print(f'{label} is not installed (pip install celltypist): skipped', file=sys.stderr); continue
-        out.append({'row': name, 'seed': seed, 'method': label, **scores(truth.astype(str), predicted), 'train_s': time.time() - start})
+        try: model = fit(cells)
+        except ImportError: print(f'{label} is not installed (pip install {package}): skipped', file=sys.stderr); continue
+        trained = time.time()
+        predicted = np.asarray(predict(model, cells)).astype(str)
+        out.append({'row': name, 'seed': seed, 'method': label, **scores(cells.truth.astype(str), predicted), 'train_s': trained - start,
+                    'predict_s': time.time() - trained})
     return out
 
 def summary(results:pd.DataFrame) -> pd.DataFrame:
     "Mean and standard deviation over seeds of each row and method"
     grouped = results.groupby(['row', 'method'], sort=False)
-    table = grouped[['macro_f1', 'accuracy', 'median_f1', 'train_s']].mean()
+    table = grouped[['macro_f1', 'accuracy', 'median_f1', 'train_s', 'predict_s']].mean()
     table.insert(1, 'macro_f1_sd', grouped.macro_f1.std(ddof=0))
     table['seeds'] = grouped.size()
     return table
@@ -143,6 +178,7 @@ if __name__ == '__main__':
             runs += [r for r in cached.to_dict('records') if r['method'] in {BASELINES[m][0] for m in baselines}] + new
             if args.cache and new: cache = pd.concat([cache, pd.DataFrame(new)]); cache.to_csv(args.cache, index=False)
         print(summary(pd.DataFrame(runs)).loc[name].round(4).to_string(), flush=True)
+        if args.out: pd.DataFrame(runs).to_csv(args.out, index=False)  # after every row: a crash keeps what was measured
     results = pd.DataFrame(runs)
     if args.out: results.to_csv(args.out, index=False)
     table = summary(results)
