@@ -82,7 +82,8 @@ class Zoo:
 # %% ../nbs/10_zoo.ipynb #d6591379
 def zoo_card(name:str, entry:dict, model:SimsModel) -> str:
     "A zoo model's card: its name, tissue, species and description above the model card"
-    meta = {**model._meta(), 'saved': model.info.get('saved', entry['added']), 'versions': model.info.get('versions', model._meta()['versions'])}
+    meta = model._meta()
+    meta.update(saved=model.info.get('saved', entry['added']), versions=model.info.get('versions', meta['versions']))  # a loaded model keeps its own
     body = model_card(meta).split('\n', 1)[1]  # without the model card's own title
     return (f"# {name}\n\n{entry['description'] or 'No description.'}\n\n- tissue: {entry['tissue'] or 'not given'}; species: {entry['species'] or 'not given'}\n"
             f"- file `{entry['file']}` ({entry['size'] / 1e6:.2f} MB), sha256 `{entry['sha256'][:16]}...`, added {entry['added']}\n" + body)
