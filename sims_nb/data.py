@@ -241,7 +241,7 @@ class CellData:
     "Several cell x gene files as one data set: aligned genes, encoded labels, a normalisation, rows read on demand"
     def __init__(self, files:list, # data files (.h5ad, 10x .h5, Matrix Market folders, csv/tsv), AnnData objects, or opened readers (e.g. `Hdf5MatrixSource`)
                  labelfiles:list|None=None, # one delimited label file per data file, or None to use `obs`
-                 class_label:str='cell_type', # column holding the labels (in `obs` or in the label files)
+                 class_label:str|None='cell_type', # column holding the labels (in `obs` or in the label files); None: unlabelled cells (pretraining)
                  how:str='intersection', # genes: 'intersection' or 'union' (zeros where a file lacks a gene)
                  min_genes:int=50, # fewest genes to keep
                  layer:str|None=None, # .h5ad: read this layer instead of X
@@ -253,9 +253,11 @@ class CellData:
             raise ValueError(f"{len(labelfiles)} label files for {len(files)} data files; give one label file per data file, in the same order")
         self.sources = [f if hasattr(f, 'read') and not isinstance(f, ad.AnnData) else open_source(f, layer) for f in files]  # paths, AnnData, or readers
         self.alignment = align_genes([s.var_names for s in self.sources], [s.path.name for s in self.sources], how, min_genes)
-        labels = [self._labels(s, class_label, None if labelfiles is None else labelfiles[i]) for i, s in enumerate(self.sources)]
-        self.codes, self.classes = encode_labels(pd.concat(labels, ignore_index=True), class_label)
         self.starts = np.cumsum([0] + [s.n_cells for s in self.sources])
+        if class_label is None: self.codes, self.classes = np.zeros(self.starts[-1], dtype=np.int64), np.array(['unlabelled'], dtype=object)
+        else:
+            labels = [self._labels(s, class_label, None if labelfiles is None else labelfiles[i]) for i, s in enumerate(self.sources)]
+            self.codes, self.classes = encode_labels(pd.concat(labels, ignore_index=True), class_label)
         self.normalise = self._choose_normalisation(method)
         self.X = None # all cells, once `load` has read them
 
@@ -376,6 +378,24 @@ def keep_genes(self:CellData, positions:np.ndarray # sorted positions, in the cu
     if self.X is not None: self.X = self.X[:, positions]
     return self
 
+# %% ../nbs/01_data.ipynb #dd289146
+@patch
+def use_genes(self:CellData, genes, # gene names, in the order wanted; those the files lack read as zeros
+              min_overlap:float=0.5, # fewest share of `genes` that the data must hold
+             ) -> CellData:
+    "Put the data set (and the cells in memory) on the genes `genes`, matched by cleaned name"
+    target = pd.Index(clean_gene_names(genes))
+    if not target.is_unique: raise ValueError("the genes to use repeat after cleaning; give each gene once")
+    position = target.get_indexer(self.genes)  # where each current gene goes, -1 if not wanted
+    share = (position >= 0).sum() / len(target)
+    if share < min_overlap:
+        raise ValueError(f"{', '.join(self.alignment.names)}: only {(position >= 0).sum()} of the {len(target)} genes to use are in the data "
+                         f"({share:.0%}, at least {min_overlap:.0%} needed); check species and gene ids (symbols vs Ensembl)")
+    a = self.alignment
+    self.alignment = GeneAlignment(np.asarray(target, dtype=object), [np.where(c >= 0, position[np.maximum(c, 0)], -1) for c in a.columns], a.names, a.how)
+    if self.X is not None: self.X = move_columns(self.X, position, len(target))
+    return self
+
 # %% ../nbs/01_data.ipynb #a7890a5b
 class BlockSampler:
     "Batches of cell indices: shuffled blocks of consecutive cells, each batch sorted, reshuffled every epoch"
@@ -456,6 +476,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
                      split_col:str|None=None, # or: an `obs` column of 'train'/'valid'/'test'
                      test_files:list|None=None, # or: positions of files that are the test set
                      genes_per_class:int|None=None, # keep the union of each class's best markers in the training cells (`GeneStats.markers`); None: all genes
+                     genes:list|None=None, # read the cells onto these genes, by name (e.g. a pretrained encoder's), zeros where the files lack them; markers are then chosen among them
                      marker_score:str='specific', # how markers are ranked: 'specific' (Welch t weighted by the detection difference) or 't'
                      in_memory:bool|str='auto', # hold the normalised cells in memory: True, False, or 'auto': when they take at most `max_memory_mb`
                      max_memory_mb:float=512,
@@ -470,6 +491,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
     splits = choose_splits(data, valid_pct, test_pct, seed, split_col, test_files)
     if in_memory is True or (in_memory == 'auto' and data.entries * 8 <= max_memory_mb * 2**20): data.load()
     stats = None
+    if genes is not None: data.use_genes(genes)
     if genes_per_class:
         stats = gene_stats(data, splits['train'])
         chosen = stats.markers(genes_per_class, marker_score)
