@@ -90,6 +90,7 @@ def data_efficiency(data, # a labelled AnnData, or an .h5ad file (raw counts in 
                     seeds=(0, 1, 2), # each seed draws its own cells and starts its own model
                     recipe='default', # sims_nb's recipe (see `get_recipe`)
                     baselines:dict|None=None, # name -> fn(X, y, T, genes) returning the test cells' labels; None: logistic regression
+                    learners:dict|None=None, # name -> extra `sims_learner` arguments (e.g. `pretrained=`), one sims_nb model each; None: {'sims_nb': {}}
                     valid_pct:float=0.1, test_pct:float=0.2, split_seed:int=0, # one stratified split, the same for every run
                     layer:str|None=None, verbose:bool=True) -> pd.DataFrame:
     "Test scores of sims_nb and `baselines` trained on stratified `fractions` of one training split: one row per method, fraction and seed"
@@ -104,6 +105,7 @@ def data_efficiency(data, # a labelled AnnData, or an .h5ad file (raw counts in 
     train, n_classes = np.sort(splits['train']), len(cells.classes)
     X, y, T, truth, _ = baseline_cells([adata], class_label, {'train': train, 'valid': np.array([], dtype=np.int64), 'test': splits['test']})
     baselines = {'logistic regression': logistic_regression} if baselines is None else baselines
+    learners = {'sims_nb': {}} if learners is None else learners
     rows, history = [], []
     for fraction in fractions:
         for seed in seeds:
@@ -113,18 +115,18 @@ def data_efficiency(data, # a labelled AnnData, or an .h5ad file (raw counts in 
             keep = np.sort(np.concatenate([train[chosen], splits['valid'], splits['test']]))
             subset = adata[keep].copy()
             subset.obs['ablation_split'] = split.iloc[keep].to_numpy()
-            start = time.time()
-            learn = sims_learner([subset], class_label=class_label, recipe=recipe, seed=seed, split_col='ablation_split')
-            with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                learn.fit()
-                seconds = time.time() - start
-                probabilities, targets = learn.get_preds(dl=learn.dls[2])
-            # the learner's classes are the subset's, which holds every class (at least one training cell each): same codes
-            row = dict(method='sims_nb', fraction=fraction, seed=seed, train_cells=len(chosen), seconds=seconds,
-                       **_scores(targets.numpy(), probabilities.argmax(-1).numpy(), n_classes), note='')
-            rows.append(row)
-            history.append(learn.history[['valid_loss']].assign(epoch=np.arange(1, len(learn.history) + 1), fraction=fraction, seed=seed))
+            for method, extra in learners.items():
+                start = time.time()
+                learn = sims_learner([subset], class_label=class_label, recipe=recipe, seed=seed, split_col='ablation_split', **extra)
+                with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    learn.fit()
+                    seconds = time.time() - start
+                    probabilities, targets = learn.get_preds(dl=learn.dls[2])
+                # the learner's classes are the subset's, which holds every class (at least one training cell each): same codes
+                rows.append(dict(method=method, fraction=fraction, seed=seed, train_cells=len(chosen), seconds=seconds,
+                                 **_scores(targets.numpy(), probabilities.argmax(-1).numpy(), n_classes), note=''))
+                history.append(learn.history[['valid_loss']].assign(epoch=np.arange(1, len(learn.history) + 1), method=method, fraction=fraction, seed=seed))
             for name, fit_predict in baselines.items():
                 start = time.time()
                 try:
@@ -133,9 +135,9 @@ def data_efficiency(data, # a labelled AnnData, or an .h5ad file (raw counts in 
                 except Exception as e: scores, note = {}, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
                 rows.append(dict(method=name, fraction=fraction, seed=seed, train_cells=len(chosen), seconds=time.time() - start, **scores, note=note))
             if verbose: print(f"fraction {fraction:g}, seed {seed}: {len(chosen)} training cells; macro-F1 "
-                              + ', '.join(f"{r['method']} {r.get('macro_f1', np.nan):.3f}" for r in rows[-1 - len(baselines):]))
+                              + ', '.join(f"{r['method']} {r.get('macro_f1', np.nan):.3f}" for r in rows[-len(learners) - len(baselines):]))
     out = pd.DataFrame(rows)
-    out.attrs['history'] = pd.concat(history, ignore_index=True)[['fraction', 'seed', 'epoch', 'valid_loss']].to_dict('list')  # plain lists: attrs survive pandas' copies
+    out.attrs['history'] = pd.concat(history, ignore_index=True)[['method', 'fraction', 'seed', 'epoch', 'valid_loss']].to_dict('list')  # plain lists: attrs survive pandas' copies
     out.attrs['test_cells'] = len(splits['test'])
     return out
 
@@ -158,9 +160,11 @@ def plot_data_efficiency(results:pd.DataFrame, # `data_efficiency`'s rows
 
 # %% ../nbs/11_ablation.ipynb #30358d60
 def plot_validation_loss(results:pd.DataFrame, # `data_efficiency`'s rows (the history is in `results.attrs['history']`)
-                         ax=None):
+                         ax=None,
+                         method:str|None=None): # whose history, when several sims_nb models were trained; None: the first
     "Validation loss against epoch for each share of training cells (mean over seeds)"
     history = pd.DataFrame(results.attrs['history'])
+    if 'method' in history: history = history[history.method == (method or history.method.iloc[0])]
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.2), layout='constrained')
     colours = plt.cm.viridis(np.linspace(0, 0.9, history.fraction.nunique()))
     for colour, (fraction, rows) in zip(colours, history.groupby('fraction')):
