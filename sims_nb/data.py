@@ -478,6 +478,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
                      genes_per_class:int|None=None, # keep the union of each class's best markers in the training cells (`GeneStats.markers`); None: all genes
                      genes:list|None=None, # read the cells onto these genes, by name (e.g. a pretrained encoder's), zeros where the files lack them; markers are then chosen among them
                      marker_score:str='specific', # how markers are ranked: 'specific' (Welch t weighted by the detection difference) or 't'
+                     extra_genes:list|None=None, # genes kept beside the markers, by name (e.g. a pretrained encoder's)
                      in_memory:bool|str='auto', # hold the normalised cells in memory: True, False, or 'auto': when they take at most `max_memory_mb`
                      max_memory_mb:float=512,
                      block:int=32, # consecutive cells kept together when shuffling cells read from files (see BlockSampler); cells in memory are shuffled one by one
@@ -495,6 +496,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
     if genes_per_class:
         stats = gene_stats(data, splits['train'])
         chosen = stats.markers(genes_per_class, marker_score)
+        if extra_genes is not None: chosen = np.union1d(chosen, np.flatnonzero(np.isin(data.genes, np.asarray(extra_genes, dtype=object))))
         data.keep_genes(chosen)
         stats = GeneStats(stats.n, stats.sums[:, chosen], stats.squares[:, chosen], stats.detected[:, chosen])
     dataset = CellDataset(data, sparse)
