@@ -28,8 +28,8 @@ from .callbacks import TrainingStateCallback, ResumeCallback, load_training_stat
 from .inference import Calibration, CalibrateCallback, split_outputs, softmax  # the inference chapter: temperature, 'Unassigned', conformal sets
 
 # %% auto #0
-__all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsLearner', 'sims_learner', 'Evaluation',
-           'gene_overlap', 'replay_normalisation', 'SimsModel', 'model_card']
+__all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsLearner', 'pretrained_gene_choice', 'sims_learner',
+           'Evaluation', 'gene_overlap', 'replay_normalisation', 'SimsModel', 'model_card']
 
 # %% ../nbs/05_learner.ipynb #8bdeddf8
 @dataclass
@@ -132,6 +132,15 @@ class SimsLearner(Learner):
     @property
     def classes(self) -> np.ndarray: return self.dls.data.classes
 
+def pretrained_gene_choice(pretrained, # a `PretrainedEncoder`, or None
+                           mode:str='encoder', # 'encoder': its genes; 'markers': the recipe's markers and its genes
+                          ) -> dict:
+    "The `sims_dataloaders` arguments that choose a fine-tuned classifier's genes"
+    if pretrained is None: return {}
+    if mode == 'encoder': return dict(genes=pretrained.genes, genes_per_class=None)
+    if mode == 'markers': return dict(extra_genes=pretrained.genes)
+    raise ValueError(f"pretrained_genes={mode!r}: use 'encoder' or 'markers'")
+
 def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv) or AnnData objects
                  labelfiles:list|None=None, # one label file per data file, or None for labels in `obs`
                  class_label:str='cell_type', # label column
@@ -141,15 +150,25 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
                  training_state:str|Path|None=None, # file written (atomically) after every epoch, to resume from (`fit(resume=...)`)
                  cbs:list|None=None, # more callbacks (e.g. fastai's `CSVLogger`, or W&B's)
                  path:str|Path='.', # where fastai writes (CSVLogger, lr_find)
+                 pretrained=None, # a pretrained encoder (`PretrainedEncoder` or its file, pretraining chapter) to start from: its size is used; genes it knows start from its weights, by name
+                 pretrained_genes:str='encoder', # with `pretrained`: 'encoder' (its genes, read by name) or 'markers' (the recipe's markers and its genes)
                  **kwargs, # passed to `sims_dataloaders` (split_col, test_files, num_workers, in_memory, layer, how, method ...)
                 ) -> SimsLearner:
     "A `SimsLearner` over the cells of `datafiles` (read lazily, or held in memory when small), labelled by `class_label`, trained by `recipe`"
     recipe = get_recipe(recipe)
+    if pretrained is not None:
+        from .pretrain import PretrainedEncoder
+        pretrained = PretrainedEncoder.read(pretrained)
+        recipe = replace(recipe, **pretrained.model_args)  # the encoder fixes the size
     set_seed(seed)
-    dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed,
-                           genes_per_class=recipe.genes_per_class, marker_score=recipe.marker_score, **kwargs)
+    genes = {'genes_per_class': recipe.genes_per_class, 'marker_score': recipe.marker_score, **kwargs, **pretrained_gene_choice(pretrained, pretrained_genes)}
+    dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed, **genes)
     if len(dls.splits['valid']) == 0: raise ValueError("the validation split is empty; the best epoch is chosen on it: use valid_pct > 0")
     model = TabNet(len(dls.data.genes), len(dls.data.classes), **recipe.model_args())
+    if pretrained is not None:
+        known = pretrained.knows(dls.data.genes)
+        if known.mean() < 0.5: warnings.warn(f"only {known.sum()} of the {len(known)} genes chosen from the labelled data are among the encoder's genes; the others start untrained")
+        pretrained.load_into(model, dls.data.normalise, dls.data.genes)
     callbacks = [SparsityLossCallback(recipe.lambda_sparse), SparseBatchCallback()]
     if recipe.clip: callbacks.append(GradientClip(recipe.clip))
     if recipe.ema: callbacks.append(EMACallback(recipe.ema))

@@ -14,8 +14,8 @@ from .readers import open_source
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['ZOO_FORMAT', 'ZOO_VERSION', 'INDEX', 'check_name', 'file_sha256', 'Zoo', 'zoo_card', 'sample_cells', 'default_zoo',
-           'zoo_command']
+__all__ = ['ZOO_FORMAT', 'ZOO_VERSION', 'INDEX', 'check_name', 'file_sha256', 'Zoo', 'read_model_file', 'zoo_card',
+           'sample_cells', 'default_zoo', 'zoo_command']
 
 # %% ../nbs/10_zoo.ipynb #822e2075
 ZOO_FORMAT, ZOO_VERSION, INDEX = 'sims_nb.zoo', 1, 'zoo.json'
@@ -79,26 +79,47 @@ class Zoo:
             finally:
                 if fcntl: fcntl.flock(handle, fcntl.LOCK_UN)
 
+# %% ../nbs/10_zoo.ipynb #55c3b6c2
+def read_model_file(path:str|Path):
+    "A `SimsModel` or a `PretrainedEncoder` (pretraining chapter) from its file; refuses anything else"
+    try: return SimsModel.load(path)
+    except ValueError as not_a_model:
+        if 'marker' not in str(not_a_model): raise  # a damaged or changed model file
+        from .pretrain import PretrainedEncoder
+        try: return PretrainedEncoder.load(path)
+        except ValueError as e:
+            if 'marker' in str(e): raise ValueError(f"{path}: not a sims_nb model file, nor a pretrained encoder; train one with sims-nb train or sims_pretrainer") from None
+            raise
+
 # %% ../nbs/10_zoo.ipynb #d6591379
 def zoo_card(name:str, entry:dict, model:SimsModel) -> str:
-    "A zoo model's card: its name, tissue, species and description above the model card"
+    "A zoo model's card: its name, tissue, species and description above the model card (or, for a pretrained encoder, what it was pretrained on)"
+    head = (f"# {name}\n\n{entry['description'] or 'No description.'}\n\n- tissue: {entry['tissue'] or 'not given'}; species: {entry['species'] or 'not given'}\n"
+            f"- file `{entry['file']}` ({entry['size'] / 1e6:.2f} MB), sha256 `{entry['sha256'][:16]}...`, added {entry['added']}\n")
+    if entry.get('kind') == 'encoder':
+        info = model.info
+        return head + (f"\nA TabNet encoder pretrained without labels (pretraining chapter) on {info.get('cells', '?')} cells of "
+                       f"{', '.join(f'`{Path(d).name}`' for d in info.get('data', [])) or 'unnamed data'}: {len(model.genes)} genes, "
+                       f"{info.get('steps', '?')} steps, validation reconstruction loss {info.get('valid_loss') or float('nan'):.3f}. "
+                       f"Fine-tune it with `sims_learner(..., pretrained=zoo.load({name!r}))`.\n\nSize: "
+                       + ', '.join(f'{k}={v}' for k, v in model.model_args.items()) + '\n')
     meta = model._meta()
     meta.update(saved=model.info.get('saved', entry['added']), versions=model.info.get('versions', meta['versions']))  # a loaded model keeps its own
     body = model_card(meta).split('\n', 1)[1]  # without the model card's own title
-    return (f"# {name}\n\n{entry['description'] or 'No description.'}\n\n- tissue: {entry['tissue'] or 'not given'}; species: {entry['species'] or 'not given'}\n"
-            f"- file `{entry['file']}` ({entry['size'] / 1e6:.2f} MB), sha256 `{entry['sha256'][:16]}...`, added {entry['added']}\n" + body)
+    return head + body
 
 # %% ../nbs/10_zoo.ipynb #19c30aa2
 @patch
-def add(self:Zoo, model:SimsModel|str|Path, # a `SimsModel`, or a model file (checked by loading it)
+def add(self:Zoo, model:SimsModel|str|Path, # a `SimsModel` or a pretrained encoder, or either's file (checked by loading it)
         name:str, # the model's name in the zoo
         tissue:str='', species:str='', description:str='',
         replace:bool=False, # replace a model of the same name; else adding a taken name is an error
        ) -> dict:
     "Put `model` into the zoo as `name`, with a card and its index entry"
     check_name(name)
-    source = None if isinstance(model, SimsModel) else Path(model)
-    if source is not None: model = SimsModel.load(source)  # refuses foreign, newer or changed files
+    source = Path(model) if isinstance(model, (str, Path)) else None
+    if source is not None: model = read_model_file(source)  # refuses foreign, newer or changed files
+    encoder = not isinstance(model, SimsModel)
     with self._locked():
         models = self.entries()
         if name in models and not replace:
@@ -106,9 +127,11 @@ def add(self:Zoo, model:SimsModel|str|Path, # a `SimsModel`, or a model file (ch
                              "(replace=True; sims-nb zoo add --replace)")
         file = self.path/f'{name}.pt'
         if source is not None: atomic_write(file, lambda temporary: shutil.copyfile(source, temporary))
+        elif encoder: model.save(file)
         else: model.save(file, card=False)
-        entry = {'file': file.name, 'sha256': file_sha256(file), 'tissue': tissue, 'species': species, 'description': description,
-                 'genes': len(model.genes), 'classes': [str(c) for c in model.classes], 'scores': model.scores or {},
+        entry = {'file': file.name, 'sha256': file_sha256(file), 'kind': 'encoder' if encoder else 'model', 'tissue': tissue, 'species': species,
+                 'description': description, 'genes': len(model.genes), 'classes': [] if encoder else [str(c) for c in model.classes],
+                 'scores': {} if encoder else model.scores or {},
                  'training_data': [Path(d).name for d in model.info.get('data', [])], 'added': time.strftime('%Y-%m-%d %H:%M:%S'),
                  'size': file.stat().st_size}
         atomic_write(file.with_suffix('.md'), lambda temporary: Path(temporary).write_text(zoo_card(name, entry, model)))
@@ -139,16 +162,16 @@ def _entry(self:Zoo, name:str, models:dict|None=None) -> dict:
 @patch
 def list(self:Zoo) -> pd.DataFrame:
     "The zoo's models, one row each: tissue, species, genes, classes, test scores, date and size"
-    rows = [{'name': name, 'tissue': e['tissue'], 'species': e['species'], 'genes': e['genes'], 'classes': len(e['classes']),
+    rows = [{'name': name, 'kind': e.get('kind', 'model'), 'tissue': e['tissue'], 'species': e['species'], 'genes': e['genes'], 'classes': len(e['classes']),
              **{score: e['scores'].get(score, np.nan) for score in ('accuracy', 'macro_f1', 'median_f1')},
              'added': e['added'], 'size_mb': round(e['size'] / 1e6, 2), 'description': e['description']} for name, e in self.entries().items()]
-    columns = ['name', 'tissue', 'species', 'genes', 'classes', 'accuracy', 'macro_f1', 'median_f1', 'added', 'size_mb', 'description']
+    columns = ['name', 'kind', 'tissue', 'species', 'genes', 'classes', 'accuracy', 'macro_f1', 'median_f1', 'added', 'size_mb', 'description']
     return pd.DataFrame(rows, columns=columns).set_index('name').sort_index()
 
 # %% ../nbs/10_zoo.ipynb #a9e6a3fe
 @patch
 def load(self:Zoo, name:str, device=None) -> SimsModel:
-    "The model named `name`, after checking its file against the checksum recorded when it was added"
+    "The model (or pretrained encoder) named `name`, after checking its file against the checksum recorded when it was added"
     entry = self._entry(name)
     file = self.path/entry['file']
     if not file.exists(): raise FileNotFoundError(f"{file}: the zoo lists {name!r} but its model file is missing; add the model again")
@@ -156,7 +179,7 @@ def load(self:Zoo, name:str, device=None) -> SimsModel:
     if found != entry['sha256']:
         raise ValueError(f"{file}: fails its checksum (sha256 {found[:12]}..., the zoo recorded {entry['sha256'][:12]}...): the file changed after it was "
                          f"added; add the original model again (sims-nb zoo add MODEL --name {name} --replace)")
-    return SimsModel.load(file, device)
+    return SimsModel.load(file, device) if entry.get('kind', 'model') == 'model' else read_model_file(file)
 
 # %% ../nbs/10_zoo.ipynb #117df529
 @patch
@@ -183,6 +206,7 @@ def match(self:Zoo, data, # the query: AnnData or a data file any reader opens
     query = sample_cells(data, n_cells, seed, layer)
     rows = []
     for name, entry in self.entries().items():
+        if entry.get('kind', 'model') != 'model': continue  # a pretrained encoder cannot annotate
         row = {'name': name, 'tissue': entry['tissue'], 'species': entry['species'], 'shared_genes': 0, 'gene_share': 0.,
                'mean_probability': np.nan, 'unassigned': np.nan, 'score': 0., 'most_common': None, 'note': ''}
         try:
@@ -241,7 +265,8 @@ def zoo_command(args, # `sims-nb zoo`'s parsed arguments
         elif args.action == 'add':
             if not args.name: raise ValueError('zoo add needs --name NAME (letters, digits, ".", "_", "-")')
             entry = zoo.add(args.target, args.name, args.tissue, args.species, args.description, args.replace)
-            print(f"added {args.name} to {zoo.path}: {entry['genes']} genes, {len(entry['classes'])} classes, {entry['size'] / 1e6:.2f} MB")
+            what = f"{len(entry['classes'])} classes" if entry['kind'] == 'model' else 'a pretrained encoder'
+            print(f"added {args.name} to {zoo.path}: {entry['genes']} genes, {what}, {entry['size'] / 1e6:.2f} MB")
         elif args.action == 'show': print(zoo.card(str(args.target)))
         elif args.action == 'remove':
             zoo.remove(str(args.target)); print(f"removed {args.target} from {zoo.path}")
