@@ -10,6 +10,7 @@ import numpy as np, torch
 from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
+from fastai.torch_core import rank_distrib
 
 # %% auto #0
 __all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'torch_optimizer', 'plain',
@@ -70,7 +71,7 @@ class KeepBestCallback(TrackerCallback):
         if not self.new_best: return
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.learn.best_epoch = self.epoch
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and rank_distrib() == 0:  # in a distributed run (scale chapter) only the first process writes
             save = self.save or (lambda learn, path: torch.save(learn.model.state_dict(), path))
             atomic_write(self.checkpoint, lambda temporary: save(self.learn, temporary))
 
@@ -131,7 +132,7 @@ class TrainingStateCallback(Callback):
     def before_epoch(self): self.trained = False
     def after_train(self): self.trained = True
     def after_epoch(self):
-        if not self.trained: return
+        if not self.trained or rank_distrib(): return  # in a distributed run only the first process writes
         state = {'epoch': self.epoch, 'n_epoch': self.n_epoch, 'model': self.model.state_dict(), 'opt': plain(torch_optimizer(self.opt).state_dict()),
                  'callbacks': {type(cb).__name__: cb.resume_state() for cb in self.learn.cbs if hasattr(cb, 'resume_state')}}
         atomic_write(self.path, lambda temporary: torch.save(state, temporary))

@@ -88,12 +88,17 @@ def train(data:list, # data files
     import matplotlib.pyplot as plt
     from fastai.callback.progress import CSVLogger
     from sims_nb.learner import sims_learner, get_recipe
+    from fastai.torch_core import rank_distrib
+    from sims_nb.scale import DistributedCallback
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     changes = {'epochs': epochs, 'steps': None} if epochs else {}  # a given number of epochs, not the recipe's budget of steps
+    first = rank_distrib() == 0  # under `torchrun` (scale chapter), only the first process reports and writes
+    if not first: mode = 'quiet'
     say = printer(mode)
     state = out/'training_state.pt'  # written after every epoch, for --resume
+    reports = [CSVLogger('history.csv', append=resume)] + ([EpochLines()] if mode == 'lines' else []) if first else []
     learn = sims_learner(data, labelfiles, label, recipe=get_recipe(recipe, **changes), seed=seed, layer=layer, checkpoint=out/'model.pt',
-                         training_state=state, path=out, cbs=[CSVLogger('history.csv', append=resume)] + ([EpochLines()] if mode == 'lines' else []))
+                         training_state=state, path=out, cbs=[DistributedCallback()] + reports)  # the callback does nothing in one process
     with contextlib.ExitStack() as stack:
         if mode != 'bars': stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
         return _train_and_report(learn, data, label, out, labelfiles, layer, compare, say, state if resume else None)
@@ -117,6 +122,8 @@ def _train_and_report(learn, data, label, out, labelfiles, layer, compare, say, 
         if not restore_best(learn): raise
         say(f"interrupted: writing the reports for the best epoch so far (epoch {learn.best_epoch + 1})")
         learn.interrupted = True
+    from fastai.torch_core import rank_distrib
+    if rank_distrib(): return {}  # under `torchrun`, the first process writes the reports
     evaluation = learn.evaluate()
     learn.save_model(out/'model.pt')
     evaluation.table().to_csv(out/'scores.csv')

@@ -13,7 +13,7 @@ from fastcore.basics import store_attr
 from fastai.learner import Learner, CastToTensor
 from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat
-from fastai.torch_core import set_seed
+from fastai.torch_core import set_seed, to_detach
 from fastai.callback.schedule import *  # fit_one_cycle, lr_find
 from fastai.callback.tracker import EarlyStoppingCallback, ReduceLROnPlateau
 from fastai.callback.training import GradientClip
@@ -87,6 +87,9 @@ def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
 # %% ../nbs/05_learner.ipynb #4aa1296b
 class SimsLearner(Learner):
     "A fastai `Learner` for a TabNet cell-type classifier, with its data, recipe and evaluation"
+    def to_detach(self, b, cpu:bool=True, gather:bool=True):
+        "Detach `b` (to the CPU with `cpu`); never gathered across processes, since each one validates and predicts whole splits (scale chapter)"
+        return to_detach(b, cpu, gather=False)
     def fit(self, n_epoch:int|None=None, lr=None, wd=None, cbs=None, reset_opt:bool=False, start_epoch:int=0,
             resume:str|Path|None=None, # a training-state file (`sims_learner(training_state=...)`): continue where it stopped
            ):

@@ -288,7 +288,8 @@ def open_source(path:str|Path|ad.AnnData, # .h5ad, 10x .h5, other HDF5, Matrix M
                 matrix_key:str|None=None, # other HDF5: the cells x genes dataset (then `genes_key`, `cells_key` too)
                 **hdf5_keys,
                ):
-    "The reader for a data file (or an `AnnData`), chosen by its form"
+    "The reader for a data file (or an `AnnData`), chosen by its form; an opened reader is returned as it is"
+    if hasattr(path, 'read') and hasattr(path, 'var_names') and hasattr(path, 'n_cells'): return path  # e.g. a share of a file's rows (scale chapter)
     if isinstance(path, ad.AnnData):
         if path.isbacked and not path.is_view: return H5adSource(path.filename, layer)
         return AnnDataSource(path.to_memory() if path.isbacked else path, layer)  # a subset of a backed AnnData: only its cells
