@@ -36,17 +36,32 @@ class H5adSource:
         self.path, self.layer = Path(path), layer
         if not self.path.exists(): raise FileNotFoundError(f"{self.path}: no such file")
         try:
-            backed = ad.read_h5ad(self.path, backed='r')
-            self.use_raw = layer == 'raw' and 'raw' not in backed.layers  # a layer named 'raw' wins over .raw
-            if self.use_raw and backed.raw is None: raise ValueError(f"{self.path}: the file has no .raw; use layer=None (X) or a layer name")
-            self.obs, self.var_names = backed.obs.copy(), pd.Index(backed.raw.var_names if self.use_raw else backed.var_names)
-            backed.file.close()
+            with h5py.File(self.path, 'r') as f:
+                modern = 'encoding-type' in f.attrs and isinstance(f.get('obs'), h5py.Group) and isinstance(f.get('var'), h5py.Group)
+                if modern: self._read_annotations(f)
+            if not modern:  # files from anndata < 0.7: anndata's own reader (it also loads layers, obsm, ... into memory)
+                backed = ad.read_h5ad(self.path, backed='r')
+                self.use_raw = layer == 'raw' and 'raw' not in backed.layers  # a layer named 'raw' wins over .raw
+                if self.use_raw and backed.raw is None: raise ValueError(f"{self.path}: the file has no .raw; use layer=None (X) or a layer name")
+                self.obs, self.var_names = backed.obs.copy(), pd.Index(backed.raw.var_names if self.use_raw else backed.var_names)
+                backed.file.close()
             with h5py.File(self.path, 'r') as f: self._describe(f)
         except (OSError, KeyError, ValueError, TypeError) as e:
             if isinstance(e, ValueError) and str(e).startswith(str(self.path)): raise
             raise ValueError(f"{self.path}: cannot be read as .h5ad ({type(e).__name__}: {e}); the file may be truncated or corrupt: write it again") from None
         if self.n_cells == 0: raise ValueError(f"{self.path}: the file has no cells")
         self._file, self._pid = None, None
+
+    def _read_annotations(self, f:h5py.File):
+        "`obs`, and the gene names of `var` (or `raw/var`), read by themselves: `layers`, `obsm`, `obsp` and `uns` are never loaded"
+        read_elem = ad.io.read_elem if hasattr(getattr(ad, 'io', None), 'read_elem') else ad.experimental.read_elem  # anndata < 0.11
+        self.use_raw = self.layer == 'raw' and not ('layers' in f and 'raw' in f['layers'])  # a layer named 'raw' wins over .raw
+        if self.use_raw and 'raw' not in f: raise ValueError(f"{self.path}: the file has no .raw; use layer=None (X) or a layer name")
+        self.obs = read_elem(f['obs'])
+        self.obs.index = self.obs.index.astype(str)
+        var = f['raw/var'] if self.use_raw else f['var']
+        index = var.attrs.get('_index', '_index')
+        self.var_names = pd.Index(read_elem(var[index]) if index in var else read_elem(var).index).astype(str)
 
     def _describe(self, f:h5py.File):
         "Where the matrix is and how it is stored"

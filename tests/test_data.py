@@ -216,3 +216,28 @@ def test_uncompressed_csv_is_read_lazily_by_line(tmp_path):
     np.testing.assert_array_equal(src.read(rows).toarray(), a.X[rows].toarray())
     a.to_df().T.to_csv(tmp_path/'t.tsv', sep='\t')
     assert open_source(tmp_path/'t.tsv', cells_as_rows=False).read(rows).toarray().tolist() == a.X[rows].toarray().tolist()
+
+def test_h5ad_source_reads_obs_and_genes_only(tmp_path):
+    "obs, gene names and rows as anndata reads them, for X, a layer and .raw; a large layer, obsm and obsp are never loaded"
+    import subprocess, sys
+    import h5py
+    from sims_nb.readers import H5adSource
+    from sims_nb.scale import synthetic_cells
+    from pathlib import Path
+    pbmc = ad.read_h5ad(Path(__file__).resolve().parents[2]/'shared'/'data'/'pbmc68k_reduced_scanpy.h5ad')
+    pbmc.layers['counts'] = pbmc.X.copy()
+    pbmc.raw = pbmc[:, :300].copy()
+    pbmc.obsm['X_pca'] = np.zeros((pbmc.n_obs, 5), np.float32)
+    pbmc.write_h5ad(tmp_path/'p.h5ad')
+    for layer, genes in ((None, pbmc.var_names), ('counts', pbmc.var_names), ('raw', pbmc.raw.var_names)):
+        source = H5adSource(tmp_path/'p.h5ad', layer=layer)
+        pd.testing.assert_frame_equal(source.obs, pbmc.obs)
+        assert list(source.var_names) == list(genes) and source.n_genes == len(genes)
+    path = synthetic_cells(tmp_path/'atlas.h5ad', n_cells=40_000, n_genes=5_000, density=0.05, chunk=10_000)
+    with h5py.File(path, 'a') as f:  # a counts layer as large as X (~80 MB), as atlases carry
+        f.create_group('layers').attrs.update({'encoding-type': 'dict', 'encoding-version': '0.1.0'})
+        f.copy('X', 'layers/counts')
+    code = (f"from sims_nb.scale import peak_memory_mb; base = peak_memory_mb(); from sims_nb.readers import H5adSource; "
+            f"s = H5adSource({str(path)!r}); print(peak_memory_mb() - base)")
+    grown = float(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()[-1])
+    assert grown < 40, f'opening grew the process by {grown:.0f} MB'
