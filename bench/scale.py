@@ -5,7 +5,7 @@ worker's peak memory); `--gpu` times training and prediction on CUDA (20,000 gen
 
 Usage: python bench/scale.py [--cells 200000 1000000] [--genes 20000] [--density 0.03] [--folder /tmp/sims_nb_scale] [--keep] [--gpu]
 """
-import argparse, json, os, shutil, subprocess, sys, time, warnings
+import argparse, json, os, subprocess, sys, time, warnings
 import psutil
 from pathlib import Path
 
@@ -23,7 +23,7 @@ def phases():
         def after_validate(self): self.seconds['valid'] += time.time() - self.start
     return Phases()
 
-def train_once(path:str, device:str, threads:int) -> dict:
+def train_once(path:str, threads:int) -> dict:
     "In this (fresh) process: one epoch of the default recipe from `path`, read lazily; times, cells/s and peak memory"
     import torch
     torch.set_num_threads(threads)
@@ -32,7 +32,6 @@ def train_once(path:str, device:str, threads:int) -> dict:
     start = time.time()
     timer = phases()
     learn = sims_learner(path, class_label='cell_type', in_memory=False, recipe=get_recipe('default', steps=None, epochs=1), cbs=[timer])
-    if device == 'cpu' and torch.cuda.is_available(): learn.dls.device = torch.device('cpu')
     setup = time.time() - start
     with learn.no_bar(), learn.no_logging(): learn.fit()
     fit = time.time() - start - setup
@@ -55,15 +54,9 @@ def read_once(path:str, num_workers:int, batches:int) -> dict:
         x, y = next(batches_left)
         cells += len(y)
     seconds = time.time() - start
-    children = max((psutil_peak(p) for p in psutil.Process().children()), default=0.)  # loader processes (alive: the iterator is held)
+    children = max((peak_memory_mb(p.pid) for p in psutil.Process().children()), default=0.)  # loader processes (alive: the iterator is held)
     return {'num_workers': num_workers, 'cells': cells, 'cells_per_s': cells / seconds, 'peak_memory_mb': peak_memory_mb(),
             'worker_peak_memory_mb': children}
-
-def psutil_peak(process) -> float:
-    "Peak resident memory (VmHWM) of another process, in MB"
-    try:
-        with open(f'/proc/{process.pid}/status') as status: return next(int(l.split()[1]) for l in status if l.startswith('VmHWM:')) / 1024
-    except (OSError, StopIteration): return 0.
 
 def in_fresh_process(function:str, *args) -> dict:
     "Run `function(*args)` of this script in a new Python process (so its peak memory is its own) and return its result"
@@ -111,7 +104,7 @@ if __name__ == '__main__':
     from sims_nb.scale import synthetic_cells
     args.folder.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} CPUs; {args.genes:,} genes, {args.density:.0%} non-zero; torch threads {args.threads}")
-    rows, model = [], None
+    model = None
     for n in args.cells:
         path = args.folder/f'cells_{n}x{args.genes}.h5ad'
         start, reused = time.time(), path.exists()
@@ -124,11 +117,10 @@ if __name__ == '__main__':
             r = in_fresh_process('read_once', str(path), workers, args.read_batches)
             print(f"  read (num_workers={workers}): {r['cells_per_s']:,.0f} cells/s over {r['cells']:,} cells, peak memory {r['peak_memory_mb']:,.0f} MB"
                   + (f" (largest loader process {r['worker_peak_memory_mb']:,.0f} MB)" if workers else ''))
-        t = in_fresh_process('train_once', str(path), 'cpu', args.threads)
+        t = in_fresh_process('train_once', str(path), args.threads)
         print(f"  one epoch of the default recipe: set-up (splits, markers: one pass over the training cells) {t['setup_s']:.0f} s, "
               f"fit {t['fit_s']:.0f} s (training {t['train_s']:.0f} s = {t['train_cells_per_s']:,.0f} cells/s, validation {t['valid_cells_per_s']:,.0f} cells/s, "
               f"then calibration); {t['markers']} markers; validation macro-F1 {t['valid_macro_f1']:.3f}; peak memory {t['peak_memory_mb']:,.0f} MB (target < 1,500)")
-        rows.append({'cells': n, 'gb_on_disk': size, **t})
         model = t['model']
     if model is not None:
         path = args.folder/f'cells_{args.cells[-1]}x{args.genes}.h5ad'

@@ -96,7 +96,7 @@ def train(data:list, # data files
     if not first: mode = 'quiet'
     say = printer(mode)
     state = out/'training_state.pt'  # written after every epoch, for --resume
-    reports = [CSVLogger('history.csv', append=resume)] + ([EpochLines()] if mode == 'lines' else []) if first else []
+    reports = ([CSVLogger('history.csv', append=resume)] + ([EpochLines()] if mode == 'lines' else [])) if first else []
     learn = sims_learner(data, labelfiles, label, recipe=get_recipe(recipe, **changes), seed=seed, layer=layer, checkpoint=out/'model.pt',
                          training_state=state, path=out, cbs=[DistributedCallback()] + reports)  # the callback does nothing in one process
     with contextlib.ExitStack() as stack:

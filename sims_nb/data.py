@@ -251,7 +251,7 @@ class CellData:
         if not files: raise ValueError("no data files given")
         if labelfiles is not None and len(labelfiles) != len(files):
             raise ValueError(f"{len(labelfiles)} label files for {len(files)} data files; give one label file per data file, in the same order")
-        self.sources = [f if hasattr(f, 'read') and not isinstance(f, ad.AnnData) else open_source(f, layer) for f in files]  # paths, AnnData, or readers
+        self.sources = [open_source(f, layer) for f in files]  # paths, AnnData, or readers (passed through)
         self.alignment = align_genes([s.var_names for s in self.sources], [s.path.name for s in self.sources], how, min_genes)
         self.starts = np.cumsum([0] + [s.n_cells for s in self.sources])
         if class_label is None: self.codes, self.classes = np.zeros(self.starts[-1], dtype=np.int64), np.array(['unlabelled'], dtype=object)

@@ -61,10 +61,10 @@ def synthetic_cells(path:str|Path, # the .h5ad to write
     return Path(path)
 
 # %% ../nbs/13_scale.ipynb #6f85397e
-def peak_memory_mb() -> float:
-    "The most resident memory this process has held so far, in MB (Linux's VmHWM; elsewhere `ru_maxrss`)"
+def peak_memory_mb(pid:int|str='self') -> float:
+    "The most resident memory a process (this one by default) has held so far, in MB (Linux's VmHWM; elsewhere this process's `ru_maxrss`)"
     try:  # not `ru_maxrss` first: Linux carries it over from the forked parent through `exec`, so a fresh process would report its parent's
-        with open('/proc/self/status') as status: return next(int(l.split()[1]) for l in status if l.startswith('VmHWM:')) / 1024
+        with open(f'/proc/{pid}/status') as status: return next(int(l.split()[1]) for l in status if l.startswith('VmHWM:')) / 1024
     except (OSError, StopIteration): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != 'darwin' else 2**20)
 
 # %% ../nbs/13_scale.ipynb #ee4d7d28
