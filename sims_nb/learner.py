@@ -44,7 +44,7 @@ class Recipe:
     epochs:int=100 # epochs (at most, with `steps` or early stopping)
     schedule:str='one_cycle' # 'one_cycle' or 'plateau'
     pct_start:float=0.1 # share of one-cycle training spent warming up
-    monitor:str='macro_f1' # validation metric that picks the best epoch (and drives plateau and early stopping)
+    monitor:str='loss' # what picks the best epoch (and drives plateau and early stopping): 'loss' (validation loss) or a metric's name
     patience:int|None=None # early stopping after this many epochs without a gain; None: never
     plateau_factor:float=0.75 # learning rate multiplied by this on a plateau
     plateau_patience:int=2 # epochs without a gain before the plateau reduction
@@ -129,7 +129,7 @@ class SimsLearner(Learner):
         if self.recipe.steps is None: return self.recipe.epochs
         return int(np.clip(round(self.recipe.steps / len(self.dls.train)), 1, self.recipe.epochs))
     @property
-    def monitor(self) -> str: return f'valid_{self.recipe.monitor}' if self.recorder.train_metrics else self.recipe.monitor
+    def monitor(self) -> str: return f'valid_{self.recipe.monitor}' if self.recorder.train_metrics or self.recipe.monitor == 'loss' else self.recipe.monitor
     @property
     def genes(self) -> np.ndarray: return self.dls.data.genes
     @property
