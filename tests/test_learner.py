@@ -42,8 +42,8 @@ def test_metrics_match_sklearn_on_random_labels():
 def test_best_epoch_restored_and_checkpoint_loadable(trained, tmp_path):
     learn, _, model_file = trained
     history = learn.history
-    assert learn.best_epoch == int(history.index[history.valid_macro_f1 == history.valid_macro_f1.max()][-1])  # ties: the later epoch
-    best = history.valid_macro_f1.max()
+    assert learn.best_epoch == int(history.index[history.valid_loss == history.valid_loss.min()][-1])  # the lowest validation loss; ties: the later epoch
+    best = history.valid_macro_f1.loc[learn.best_epoch]
     assert learn.evaluate('valid').scores['macro_f1'] == pytest.approx(best, abs=1e-6)  # the restored model is the best epoch's
     values = learn.validate()  # fastai's validate works with the keep-best callback attached, on that same model
     names = [m.name for m in learn.metrics]  # validate returns the loss, then the metrics
