@@ -76,8 +76,11 @@ def mahalanobis(embeddings, # (cells, d) encoder outputs
     "Each cell's Mahalanobis distance to the nearest class centroid"
     embeddings, centroids, precision = (np.asarray(a, dtype=np.float64) for a in (embeddings, centroids, precision))
     centroids = centroids[np.isfinite(centroids).all(1)]  # classes without training cells have no centroid
-    projected = embeddings @ precision  # (e - c) P (e - c) = ePe - 2 ePc + cPc: two matrix products for all cells and classes
-    squared = (projected * embeddings).sum(1)[:, None] - 2 * projected @ centroids.T + ((centroids @ precision) * centroids).sum(1)
+    # (e - c) P (e - c) = ePe - 2 ePc + cPc: two matrix products for all cells and classes; einsum's own loops, not BLAS, whose
+    # sums depend on its thread count, so that a Dask worker (one BLAS thread) gives the same bytes as a process with several
+    projected = np.einsum('cd,de->ce', embeddings, precision)
+    squared = (np.einsum('cd,cd->c', projected, embeddings)[:, None] - 2 * np.einsum('cd,kd->ck', projected, centroids)
+               + np.einsum('kd,de,ke->k', centroids, precision, centroids))
     return np.sqrt(np.maximum(squared.min(1), 0))
 
 def class_geometry(embeddings, # (cells, d) encoder outputs of training cells
