@@ -109,6 +109,7 @@ def restore_best(learn) -> bool:
     keep = getattr(learn, 'keep_best', None)
     if keep is None or keep.best_state is None: return False
     learn.model.load_state_dict(keep.best_state)
+    if getattr(learn, 'prior_correction', None) is not None: learn.prior_correction.correct()  # weights saved while training have a zero bias
     calibrate(learn)
     return True
 

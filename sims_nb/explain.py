@@ -31,7 +31,7 @@ def explain_batch(model:torch.nn.Module, # a `TabNet`
     weights = [take(d.sum(1), m.rows) * m.values for m, d in zip(out.masks, out.steps)]  # each step's share of the decision
     explain = _coo(torch.cat([m.rows for m in out.masks]), torch.cat([m.cols for m in out.masks]), torch.cat(weights), shape)
     masks = [_coo(m.rows, m.cols, m.values, shape) for m in out.masks] if steps else []
-    return model.head(sum(out.steps)), explain, masks
+    return model.classify(sum(out.steps)), explain, masks
 
 # %% ../nbs/07_explain.ipynb #844015b3
 @dataclass

@@ -237,7 +237,7 @@ def split_outputs(model, # a `TabNet`
     for x, y in loader:
         x = densify_on_cuda(x.to(device))
         embedding = sum(model.encoder(x).steps)
-        logits.append(model.head(embedding).float().cpu()); embeddings.append(embedding.float().cpu()); targets.append(y.cpu())
+        logits.append(model.classify(embedding).float().cpu()); embeddings.append(embedding.float().cpu()); targets.append(y.cpu())
         evidence.append(calibration.evidence(x) if calibration is not None else np.full(len(y), np.nan))
         seen += len(y)
         if max_cells and seen >= max_cells: break
@@ -262,8 +262,10 @@ class CalibrateCallback(Callback):
     "After fitting, calibrate the model on the validation split (`calibrate`); not during `lr_find`"
     order = 90  # after `KeepBestCallback` has restored the best weights
     def __init__(self, max_unassigned:float=0.05): self.max_unassigned = max_unassigned
+    def before_fit(self): self.trained = False  # `validate` and `get_preds` send before_fit and after_fit too: they leave the calibration alone
+    def before_train(self): self.trained = True
     def after_fit(self):
-        if hasattr(self.learn, 'lr_finder') or not len(self.dls.valid): return
+        if not self.trained or hasattr(self.learn, 'lr_finder') or not len(self.dls.valid): return
         calibrate(self.learn, self.max_unassigned)
 
 # %% ../nbs/09_inference.ipynb #9d173f67

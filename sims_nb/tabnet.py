@@ -398,18 +398,27 @@ class TabNet(nn.Module):
                                      input_bn, mask_support, mask_temperature)
         self.head = xavier_(nn.Linear(n_d, n_classes, bias=False))
         if zero_head: nn.init.zeros_(self.head.weight)
+        self.register_buffer('logit_bias', torch.zeros(n_classes))  # a constant added to every cell's logits (zero unless set, e.g. a prior correction)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + 'logit_bias', torch.zeros_like(self.logit_bias))  # state dicts written before it existed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def classify(self, decision:Tensor) -> Tensor:
+        "Logits from the sum of the decision steps: the head, plus `logit_bias`"
+        return self.head(decision) + self.logit_bias
 
     def forward(self, x:Tensor) -> tuple[Tensor, Tensor]:
         "Logits (cells, classes) and the sparsity regulariser"
         out = self.encoder(x)
-        return self.head(sum(out.steps)), out.sparsity
+        return self.classify(sum(out.steps)), out.sparsity
 
     def forward_masks(self, x:Tensor) -> tuple[Tensor, Tensor, list]:
         "Logits, the explain matrix (cells, genes) and each step's dense mask, from one forward pass"
         out = self.encoder(x)
         shape = len(x), self.encoder.n_genes
         explain = sum(Mask(m.values * take(d.sum(1), m.rows), m.rows, m.cols).to_dense(*shape) for m, d in zip(out.masks, out.steps))
-        return self.head(sum(out.steps)), explain, [m.to_dense(*shape) for m in out.masks]
+        return self.classify(sum(out.steps)), explain, [m.to_dense(*shape) for m in out.masks]
 
 # %% ../nbs/02_tabnet.ipynb #a2611f4f
 def from_pytorch_tabnet(state_dict:dict # state dict of a `pytorch_tabnet.tab_network.TabNet` without embeddings

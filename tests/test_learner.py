@@ -43,13 +43,20 @@ def test_best_epoch_restored_and_checkpoint_loadable(trained, tmp_path):
     learn, _, model_file = trained
     history = learn.history
     assert learn.best_epoch == int(history.index[history.valid_loss == history.valid_loss.min()][-1])  # the lowest validation loss; ties: the later epoch
+    bias = learn.model.logit_bias.clone()
+    torch.testing.assert_close(bias, -learn.recipe.prior_correction * learn.dls.class_weights.log())  # the prior correction, set when training ended
     best = history.valid_macro_f1.loc[learn.best_epoch]
-    assert learn.evaluate('valid').scores['macro_f1'] == pytest.approx(best, abs=1e-6)  # the restored model is the best epoch's
-    values = learn.validate()  # fastai's validate works with the keep-best callback attached, on that same model
-    names = [m.name for m in learn.metrics]  # validate returns the loss, then the metrics
-    assert len(values) == 1 + len(names) and values[1 + names.index('macro_f1')] == pytest.approx(best, abs=1e-6)
-    checkpoint = SimsModel.load(model_file.parent/'checkpoint.pt')
-    assert all(torch.equal(checkpoint.model.state_dict()[k], v.cpu()) for k, v in learn.model.state_dict().items())
+    learn.model.logit_bias.zero_()  # the logits the epochs were validated on
+    try:
+        assert learn.evaluate('valid').scores['macro_f1'] == pytest.approx(best, abs=1e-6)  # the restored model is the best epoch's
+        values = learn.validate()  # fastai's validate works with the keep-best callback attached, on that same model
+        names = [m.name for m in learn.metrics]  # validate returns the loss, then the metrics
+        assert len(values) == 1 + len(names) and values[1 + names.index('macro_f1')] == pytest.approx(best, abs=1e-6)
+        torch.testing.assert_close(learn.model.logit_bias, torch.zeros_like(bias))  # validate leaves the bias alone
+    finally: learn.model.logit_bias.copy_(bias)
+    checkpoint = SimsModel.load(model_file.parent/'checkpoint.pt')  # written while training: the best weights, with no correction yet
+    assert all(torch.equal(checkpoint.model.state_dict()[k], v.cpu()) for k, v in learn.model.state_dict().items() if k != 'logit_bias')
+    assert not checkpoint.model.logit_bias.any()
 
 def test_same_seed_same_model():
     def weights(seed):
@@ -119,6 +126,10 @@ def test_calibrated_predictions_input_untouched_and_old_model_files(trained, tmp
     torch.save(dict(payload, meta=meta_json, checksum=_checksum(meta_json, payload['state_dict'])), tmp_path/'old.pt')
     old = SimsModel.load(tmp_path/'old.pt')
     assert old.calibration is None
+    older = {k: v for k, v in payload['state_dict'].items() if k != 'model.logit_bias' and k != 'logit_bias'}  # before the prior correction existed
+    assert len(older) == len(payload['state_dict']) - 1
+    torch.save(dict(payload, state_dict=older, checksum=_checksum(payload['meta'], older)), tmp_path/'older.pt')
+    assert not SimsModel.load(tmp_path/'older.pt').model.logit_bias.any()
     raw = old.predict(ad.read_h5ad(KANG)[:300].copy())
     assert list(raw.columns) == ['label', 'probability', 'label_2', 'probability_2', 'label_3', 'probability_3']
     assert list(raw.label) == list(out.most_likely)  # temperature scaling never changes the most likely type
