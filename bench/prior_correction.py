@@ -13,7 +13,7 @@ from sims_nb.learner import sims_learner, get_recipe
 
 warnings.filterwarnings('ignore')
 
-def uncorrected_test_logits(name:str, seed:int):
+def uncorrected_test_log_probabilities(name:str, seed:int):
     "Log-probabilities of the test cells with the correction off, the class weights, the true classes and class names, and training seconds"
     row = ROWS[name]
     files, kwargs = learner_inputs(row, seed)
@@ -28,7 +28,7 @@ def sweep(rows, seeds, alphas) -> pd.DataFrame:
     out = []
     for name in rows:
         for seed in seeds:
-            log_p, weights, targets, classes, seconds = uncorrected_test_logits(name, seed)
+            log_p, weights, targets, classes, seconds = uncorrected_test_log_probabilities(name, seed)
             truth = classes[targets]
             for alpha in alphas:
                 predicted = classes[(log_p - alpha * np.log(weights)).argmax(1)]

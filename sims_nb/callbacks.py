@@ -15,7 +15,7 @@ from fastai.torch_core import rank_distrib
 # %% auto #0
 __all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'torch_optimizer', 'plain',
            'TrainingStateCallback', 'ResumeCallback', 'load_training_state', 'drop_genes', 'GeneDropoutCallback',
-           'PriorCorrectionCallback', 'densify_on_cuda', 'SparseBatchCallback']
+           'AfterTrainingCallback', 'PriorCorrectionCallback', 'densify_on_cuda', 'SparseBatchCallback']
 
 # %% ../nbs/04_callbacks.ipynb #10d18c5b
 class SparsityLossCallback(Callback):
@@ -175,21 +175,27 @@ class GeneDropoutCallback(Callback):
         if self.training and self.p: self.learn.xb = (drop_genes(self.xb[0], self.p),) + tuple(self.xb[1:])
 
 # %% ../nbs/04_callbacks.ipynb #ecf49258
-class PriorCorrectionCallback(Callback):
+class AfterTrainingCallback(Callback):
+    "Base of callbacks that act when a fit that trained ends (`after_training`): never after `validate`, `get_preds` or `lr_find`"
+    def before_fit(self): self.trained = False  # `validate` and `get_preds` send before_fit and after_fit too, with no training
+    def before_train(self): self.trained = True
+    def after_fit(self):
+        if self.trained and not hasattr(self.learn, 'lr_finder'): self.after_training()
+    def after_training(self): pass
+
+class PriorCorrectionCallback(AfterTrainingCallback):
     "When a fit that trained ends, set `TabNet.logit_bias` to `-strength * log(weights)`: 1 undoes the class weights of the loss entirely"
     order = KeepBestCallback.order + 2  # after the best weights are back, before the calibration (inference chapter)
     def __init__(self, weights, # the class weights the loss used
                  strength:float=1.): # 1: the softmax estimates unweighted class probabilities; 0: no correction
         self.weights, self.strength = torch.as_tensor(weights, dtype=torch.float32), strength
-    def before_fit(self): self.trained = False  # `validate` and `get_preds` send before_fit and after_fit too, with no training
-    def before_train(self):
-        self.trained = True
-        getattr(self.model, 'module', self.model).logit_bias.zero_()  # (a DDP-wrapped model holds the TabNet as `module`)
-    def after_fit(self):
-        if self.trained and not hasattr(self.learn, 'lr_finder'): self.correct()
+    @property
+    def tabnet(self): return getattr(self.model, 'module', self.model)  # a DDP-wrapped model holds the TabNet as `module`
+    def before_train(self): super().before_train(); self.tabnet.logit_bias.zero_()  # training and its validation see no correction
+    def after_training(self): self.correct()
     def correct(self):
         "Set the bias now (e.g. after restoring weights saved while training)"
-        getattr(self.model, 'module', self.model).logit_bias.copy_(-self.strength * self.weights.log())
+        self.tabnet.logit_bias.copy_(-self.strength * self.weights.log())
 
 # %% ../nbs/04_callbacks.ipynb #976cbd7d
 def densify_on_cuda(x:torch.Tensor, max_dense_mb:float=1024) -> torch.Tensor:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from scipy import special
 from fastai.callback.core import Callback
-from .callbacks import densify_on_cuda
+from .callbacks import densify_on_cuda, AfterTrainingCallback
 
 # %% auto #0
 __all__ = ['QUANTILE_LEVELS', 'fit_temperature', 'softmax', 'reliability', 'calibration_error', 'plot_reliability', 'mahalanobis',
@@ -258,15 +258,12 @@ def calibrate(learn, # a trained `SimsLearner`
     learn.calibration = fit_calibration(logits, embeddings, evidence, targets, train_embeddings, train_targets, weights, bias, max_unassigned)
     return learn.calibration
 
-class CalibrateCallback(Callback):
-    "After fitting, calibrate the model on the validation split (`calibrate`); not during `lr_find`"
+class CalibrateCallback(AfterTrainingCallback):
+    "When a fit that trained ends, calibrate the model on the validation split (`calibrate`); `validate`, `get_preds` and `lr_find` leave it alone"
     order = 90  # after `KeepBestCallback` has restored the best weights
     def __init__(self, max_unassigned:float=0.05): self.max_unassigned = max_unassigned
-    def before_fit(self): self.trained = False  # `validate` and `get_preds` send before_fit and after_fit too: they leave the calibration alone
-    def before_train(self): self.trained = True
-    def after_fit(self):
-        if not self.trained or hasattr(self.learn, 'lr_finder') or not len(self.dls.valid): return
-        calibrate(self.learn, self.max_unassigned)
+    def after_training(self):
+        if len(self.dls.valid): calibrate(self.learn, self.max_unassigned)
 
 # %% ../nbs/09_inference.ipynb #9d173f67
 def over_cluster(adata, # the query cells (raw counts or log-normalised in X); not modified

@@ -126,7 +126,7 @@ def test_calibrated_predictions_input_untouched_and_old_model_files(trained, tmp
     torch.save(dict(payload, meta=meta_json, checksum=_checksum(meta_json, payload['state_dict'])), tmp_path/'old.pt')
     old = SimsModel.load(tmp_path/'old.pt')
     assert old.calibration is None
-    older = {k: v for k, v in payload['state_dict'].items() if k != 'model.logit_bias' and k != 'logit_bias'}  # before the prior correction existed
+    older = {k: v for k, v in payload['state_dict'].items() if k != 'logit_bias'}  # before the prior correction existed
     assert len(older) == len(payload['state_dict']) - 1
     torch.save(dict(payload, state_dict=older, checksum=_checksum(payload['meta'], older)), tmp_path/'older.pt')
     assert not SimsModel.load(tmp_path/'older.pt').model.logit_bias.any()
