@@ -10,8 +10,10 @@ Parts (--parts, all by default):
   mean size of the 80/90/95% conformal sets.
 - novelty: leave one type out, for every type of pbmc3k and of Tabula Muris immune: train without it, predict the test split of the
   other types plus every cell of the held-out type. Per type: share of held-out and of other cells unassigned, AUROC of the outlier
-  score (and of each of its three scores) for finding the held-out cells; CellTypist's rejection (no class above probability 0.5,
-  its default threshold) and the AUROC of its top probability on the same cells.
+  score (and of each of its three scores) for finding the held-out cells, and of two scores it does not use, measured as
+  alternatives: energy (minus the log-sum-exp of the logits) and the distance to the 10th nearest training cell in the encoder's
+  space; CellTypist's rejection (no class above probability 0.5, its default threshold) and the AUROC of its top probability on
+  the same cells.
 - voting: majority voting over Leiden over-clusters of the query on every cross-study pair: macro-F1 of the most likely types and of
   the labels (with "Unassigned", counted wrong) before and after, and how many cells voting relabels.
 - cost: `predict` time on 21,104 cells (pbmc3k eight times) with the calibration (probabilities, distance, marker evidence, outlier
@@ -27,7 +29,7 @@ import anndata as ad, numpy as np, pandas as pd, torch
 from sklearn.metrics import roc_auc_score, f1_score
 from sims_nb.data import CellData, Normalise
 from sims_nb.learner import sims_learner
-from sims_nb.inference import softmax, calibration_error, over_cluster, majority_vote
+from sims_nb.inference import softmax, calibration_error, over_cluster, majority_vote, split_outputs
 from accuracy import ROWS, learner_inputs, baseline_data, celltypist_train, celltypist_annotate
 
 warnings.filterwarnings('ignore')
@@ -91,6 +93,10 @@ def calibration_part(seed) -> dict:
     rows['pbmc3k -> Kang'] = honesty(learn, kang, kang.obs.cell_type_coarse.to_numpy(), seed, files, kwargs, 'cell_type_coarse')
     return rows
 
+def nearest_distance(embeddings, reference, k:int) -> np.ndarray:
+    "Each cell's Euclidean distance to its `k`-th nearest reference cell (encoder outputs)"
+    return torch.cdist(torch.as_tensor(embeddings), torch.as_tensor(reference)).topk(k, largest=False).values[:, -1].numpy()
+
 def leave_one_out(adata, label, held_out, seed, every_gene) -> dict:
     "Train without the cells of type `held_out`; how its cells and the other test cells are treated, by sims_nb and CellTypist"
     inside = np.flatnonzero(adata.obs[label].to_numpy() != held_out)
@@ -98,10 +104,16 @@ def leave_one_out(adata, label, held_out, seed, every_gene) -> dict:
     splits = learn.dls.splits
     query_cells = np.concatenate([inside[splits['test']], np.flatnonzero(adata.obs[label].to_numpy() == held_out)])
     novel = adata.obs[label].to_numpy()[query_cells] == held_out
-    out = learn.predict(adata[query_cells].copy())
+    query = adata[query_cells].copy()
+    out = learn.predict(query)
+    model = learn.export_model()
+    logits, embeddings, _ = model.outputs(model.batches(query)[2])
+    _, train_embeddings, _, _ = split_outputs(learn.model, learn.dls.train)
     row = {'cells': int(novel.sum()), 'novel unassigned': float(out.unassigned[novel].mean()), 'known unassigned': float(out.unassigned[~novel].mean()),
            'AUROC outlier score': roc_auc_score(novel, out.outlier_score), 'AUROC probability': roc_auc_score(novel, -out.probability),
-           'AUROC distance': roc_auc_score(novel, out.distance), 'AUROC evidence': roc_auc_score(novel, -out.evidence)}
+           'AUROC distance': roc_auc_score(novel, out.distance), 'AUROC evidence': roc_auc_score(novel, -out.evidence),
+           'AUROC energy (alternative)': roc_auc_score(novel, -torch.logsumexp(torch.as_tensor(logits), 1).numpy()),
+           'AUROC 10th nearest training cell (alternative)': roc_auc_score(novel, nearest_distance(embeddings, train_embeddings, 10))}
     if has_celltypist():
         fit = inside[np.concatenate([splits['train'], splits['valid']])]
         classes = np.asarray(learn.classes)
