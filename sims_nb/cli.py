@@ -222,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     zoo.add_argument('target', nargs='?', type=Path, help='add: a model file; show, remove: a name; match: a data file')
     zoo.add_argument('--zoo', type=Path, default=None, help='the zoo folder (default: $SIMS_NB_ZOO, else ~/.sims_nb/zoo)')
     zoo.add_argument('--name', default=None, help='add: the name in the zoo')
-    zoo.add_argument('--tissue', default=''); zoo.add_argument('--species', default=''); zoo.add_argument('--description', default='')
+    zoo.add_argument('--tissue', default=''); zoo.add_argument('--species', default='', help="add: the model's species; match: the query's (a model of another species scores 0)"); zoo.add_argument('--description', default='')
     zoo.add_argument('--replace', action='store_true', help='add: replace a model of the same name')
     zoo.add_argument('--cells', type=int, default=1000, help='match: cells of the query sampled to score each model on (default 1000)')
     zoo.add_argument('--layer', default=None, help="match: read this .h5ad layer instead of X ('raw' for .raw)")

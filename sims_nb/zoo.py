@@ -201,7 +201,9 @@ def sample_cells(data, # AnnData or a data file any reader opens
 def match(self:Zoo, data, # the query: AnnData or a data file any reader opens
           n_cells:int=1000, # cells sampled from the query to score each model on
           min_overlap:float=0.5, # a model needs this share of its genes in the query
-          seed:int=0, layer:str|None=None) -> pd.DataFrame:
+          seed:int=0, layer:str|None=None,
+          species:str|None=None, # the query's species: a model recorded for another species scores 0; None or '': every model is run
+         ) -> pd.DataFrame:
     "The zoo's models ranked for `data` by `score`: share of the model's genes in the query x mean calibrated confidence x share of cells assigned"
     query = sample_cells(data, n_cells, seed, layer)
     rows = []
@@ -213,7 +215,9 @@ def match(self:Zoo, data, # the query: AnnData or a data file any reader opens
             model = self.load(name)
             _, report = gene_overlap(model.genes, query.var_names, 0., name)
             row.update(shared_genes=report['shared_genes'], gene_share=report['share_of_model_genes'])
-            if report['share_of_model_genes'] < min_overlap: row['note'] = f"too few of its genes in the query (below {min_overlap:.0%})"
+            other = species and entry['species'] and entry['species'].lower() != species.lower()
+            if other: row['note'] = f"another species ({entry['species']}, the query is {species})"
+            elif report['share_of_model_genes'] < min_overlap: row['note'] = f"too few of its genes in the query (below {min_overlap:.0%})"
             else:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter('always')
@@ -271,7 +275,7 @@ def zoo_command(args, # `sims-nb zoo`'s parsed arguments
         elif args.action == 'remove':
             zoo.remove(str(args.target)); print(f"removed {args.target} from {zoo.path}")
         else:
-            ranked = zoo.match(args.target, n_cells=args.cells, min_overlap=args.min_overlap, layer=args.layer)
+            ranked = zoo.match(args.target, n_cells=args.cells, min_overlap=args.min_overlap, layer=args.layer, species=args.species)
             if not len(ranked): raise ValueError(f"{zoo.path}: the zoo holds no models to match; add one with sims-nb zoo add MODEL --name NAME")
             best = ranked.index[0]
             summary = (f"best match for {args.target}: {best} (score {ranked.score.iloc[0]:.3f})" if ranked.score.iloc[0] > 0 else

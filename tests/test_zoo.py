@@ -86,3 +86,12 @@ def test_a_changed_model_file_fails_its_checksum(model_file, tmp_path):
     with pytest.raises(ValueError, match='fails its checksum'): zoo.load('kang')
     ranked = zoo.match(DATA/'pbmc3k_seurat.h5ad', n_cells=100)  # match reports it and goes on
     assert ranked.score['kang'] == 0 and 'fails its checksum' in ranked.note['kang']
+
+def test_match_skips_a_model_of_another_species(model_file, tmp_path):
+    zoo = Zoo(tmp_path/'zoo')
+    zoo.add(model_file, 'kang', species='human'); zoo.add(model_file, 'as-mouse', species='mouse')
+    ranked = zoo.match(DATA/'pbmc3k_seurat.h5ad', n_cells=100, species='Human')  # case does not matter
+    assert ranked.index[0] == 'kang' and ranked.score['kang'] > 0
+    assert ranked.score['as-mouse'] == 0 and ranked.note['as-mouse'] == 'another species (mouse, the query is Human)'
+    both = zoo.match(DATA/'pbmc3k_seurat.h5ad', n_cells=100)  # no species: every model is run
+    assert (both.score > 0).all()
