@@ -53,9 +53,10 @@ class KeepBestCallback(TrackerCallback):
                  checkpoint:str|Path|None=None, # file to write after each improvement
                  save=None, # `save(learn, path)` writes the model file; default `torch.save` of the weights
                  prefer_later:bool=True, # an epoch as good as the best so far replaces it
+                 last:bool=False, # keep every epoch as it ends, so the last one is restored (and checkpointed); `monitor` is only reported
                 ):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta)
-        self.checkpoint, self.save, self.lower_is_better = checkpoint, save, self.comp in (np.less, np.less_equal)
+        self.checkpoint, self.save, self.last, self.lower_is_better = checkpoint, save, last, self.comp in (np.less, np.less_equal)
         if prefer_later: self.comp = {np.less: np.less_equal, np.greater: np.greater_equal}.get(self.comp, self.comp)
 
     def before_fit(self):
@@ -68,6 +69,7 @@ class KeepBestCallback(TrackerCallback):
     def after_epoch(self):
         if not self.trained: return  # `validate` sends before_fit and after_epoch too, with no training between
         super().after_epoch()
+        if self.last: self.new_best = True
         if not self.new_best: return
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.learn.best_epoch = self.epoch

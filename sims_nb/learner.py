@@ -45,7 +45,8 @@ class Recipe:
     epochs:int=100 # epochs (at most, with `steps` or early stopping)
     schedule:str='one_cycle' # 'one_cycle' or 'plateau'
     pct_start:float=0.1 # share of one-cycle training spent warming up
-    monitor:str='loss' # what picks the best epoch (and drives plateau and early stopping): 'loss' (validation loss) or a metric's name
+    keep:str='best' # weights kept when training ends: 'last' (the last epoch's) or 'best' (the epoch `monitor` rates best)
+    monitor:str='loss' # what rates epochs (the best one is kept with keep='best'; it drives plateau and early stopping): 'loss' (validation loss) or a metric's name
     patience:int|None=None # early stopping after this many epochs without a gain; None: never
     plateau_factor:float=0.75 # learning rate multiplied by this on a plateau
     plateau_patience:int=2 # epochs without a gain before the plateau reduction
@@ -191,7 +192,8 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     learn.remove_cb(CastToTensor)  # it cannot handle sparse batches, which are plain tensors already
     learn.recorder.train_metrics = True
     learn.recipe, learn.seed, learn.class_label, learn.test_scores = recipe, seed, class_label, None
-    learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False)))
+    if recipe.keep not in ('best', 'last'): raise ValueError(f"recipe keep={recipe.keep!r}: use 'last' (the last epoch's weights) or 'best' (the epoch the monitor rates best)")
+    learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False), last=recipe.keep == 'last'))
     learn.add_cb(CalibrateCallback())
     if training_state is not None: learn.add_cb(TrainingStateCallback(training_state))
     return learn

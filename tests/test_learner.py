@@ -197,6 +197,8 @@ def test_bad_training_input(tmp_path):
         sims_learner([KANG], class_label='cell_type', valid_pct=0)
     with pytest.raises(ValueError, match='unknown recipe'):
         sims_learner([KANG], class_label='cell_type', recipe='quick')
+    with pytest.raises(ValueError, match="keep='sometimes'"):
+        sims_learner([KANG], class_label='cell_type', recipe=get_recipe(keep='sometimes'))
     one = ad.read_h5ad(KANG)[:50].copy(); one.obs['one'] = 'T'
     one.write_h5ad(tmp_path/'one.h5ad')
     with pytest.raises(ValueError, match='at least two classes'):
