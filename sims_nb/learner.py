@@ -65,6 +65,9 @@ class Recipe:
     zero_head:bool=True # start the head at zero (TabNet's Xavier start gives large random logits)
     wide_decision:bool=True # widen `n_d` to the number of classes when there are more (`sized_for`), so every class's logit has a direction of its own
 
+    def __post_init__(self):
+        if self.keep not in ('best', 'last'): raise ValueError(f"recipe keep={self.keep!r}: use 'last' (the last epoch's weights) or 'best' (the epoch the monitor rates best)")
+
     def model_args(self) -> dict:
         "Arguments of `TabNet` (besides genes and classes)"
         return dict(n_d=self.n_d, n_a=self.n_a, n_steps=self.n_steps, gamma=self.gamma, n_independent=self.n_independent, n_shared=self.n_shared,
@@ -192,7 +195,6 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     learn.remove_cb(CastToTensor)  # it cannot handle sparse batches, which are plain tensors already
     learn.recorder.train_metrics = True
     learn.recipe, learn.seed, learn.class_label, learn.test_scores = recipe, seed, class_label, None
-    if recipe.keep not in ('best', 'last'): raise ValueError(f"recipe keep={recipe.keep!r}: use 'last' (the last epoch's weights) or 'best' (the epoch the monitor rates best)")
     learn.add_cb(KeepBestCallback(learn.monitor, checkpoint=checkpoint, save=lambda learn, path: learn.save_model(path, card=False), last=recipe.keep == 'last'))
     learn.add_cb(CalibrateCallback())
     if training_state is not None: learn.add_cb(TrainingStateCallback(training_state))
