@@ -121,7 +121,7 @@ def _train_and_report(learn, data, label, out, labelfiles, layer, compare, say, 
     try: learn.fit(resume=resume)
     except KeyboardInterrupt:
         if not restore_best(learn): raise
-        say(f"interrupted: writing the reports for the best epoch so far (epoch {learn.best_epoch + 1})")
+        say(f"interrupted: writing the reports for the {learn.recipe.keep} epoch so far (epoch {learn.best_epoch + 1})")  # keep='last': the last one
         learn.interrupted = True
     from fastai.torch_core import rank_distrib
     if rank_distrib(): return {}  # under `torchrun`, the first process writes the reports
