@@ -52,7 +52,7 @@ class Recipe:
     plateau_patience:int=2 # epochs without a gain before the plateau reduction
     clip:float|None=2.0 # gradient norm clipping; None: none
     ema:float|None=0.99 # decay of the average of the weights that is validated and kept (`EMACallback`); None: the raw weights
-    gene_dropout:float=0.1 # probability of removing each detected gene of a training cell, every batch (`GeneDropoutCallback`)
+    gene_dropout:float=0.2 # probability of removing each detected gene of a training cell, every batch (`GeneDropoutCallback`)
     prior_correction:float=0.5 # after training, logits minus this times the log class weights (`PriorCorrectionCallback`): 1 undoes the class weights, 0 keeps their tilt
     lambda_sparse:float=1e-4 # weight of TabNet's sparsity term
     n_d:int=32; n_a:int=32; n_steps:int=3; gamma:float=1.3 # TabNet's size and prior relaxation
