@@ -213,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument('--no-unassigned', action='store_true', help="always give the most likely type, never 'Unassigned'")
     pred.add_argument('--min-probability', type=float, default=None, metavar='P',
                       help="call 'Unassigned' the cells whose calibrated top probability is below P (0 to 1; CellTypist uses 0.5). Default: the "
-                           "model's own threshold, fitted with its distance and marker-evidence thresholds to leave 5%% of validation cells "
+                           "model's own threshold, fitted with its distance and marker-evidence thresholds to leave at most 5%% of cells like its validation cells "
                            "unassigned (model.md lists them); --no-unassigned turns all three off")
     pred.add_argument('--chunk', type=int, default=65_536, metavar='N', help='cells predicted and written at a time (default 65536): memory stays flat')
     pred.add_argument('--coverage', type=float, default=0.9, choices=[0.8, 0.9, 0.95, 0.99], help='coverage of the conformal prediction sets (default 0.9)')

@@ -13,9 +13,9 @@ from .callbacks import densify_on_cuda, AfterTrainingCallback
 
 # %% auto #0
 __all__ = ['QUANTILE_LEVELS', 'fit_temperature', 'softmax', 'reliability', 'calibration_error', 'plot_reliability', 'mahalanobis',
-           'class_geometry', 'marker_weights', 'detected', 'marker_evidence', 'Calibration', 'fit_calibration',
-           'split_outputs', 'calibrate', 'CalibrateCallback', 'over_cluster', 'majority_vote', 'label_distribution',
-           'plot_label_distribution']
+           'class_geometry', 'marker_weights', 'detected', 'marker_evidence', 'tail_rank', 'tail_threshold',
+           'Calibration', 'fit_calibration', 'split_outputs', 'calibrate', 'CalibrateCallback', 'over_cluster',
+           'majority_vote', 'label_distribution', 'plot_label_distribution']
 
 # %% ../nbs/09_inference.ipynb #19b44d7b
 def fit_temperature(logits, # (cells, classes) logits of labelled cells the model did not train on
@@ -119,6 +119,21 @@ def marker_evidence(x:torch.Tensor, # (cells, genes) the model's input, sparse C
     scores = detected(x) @ weights.T + torch.as_tensor(bias, dtype=torch.float32, device=x.device)
     return scores.max(1).values.cpu().numpy()
 
+# %% ../nbs/09_inference.ipynb #6e1352d8
+def tail_rank(n:int, share:float) -> int:
+    "Which most extreme of `n` validation scores a threshold takes: floor(share (n+1)), and at least the most extreme one"
+    return max(1, math.floor(share * (n + 1) + 1e-9))
+
+def tail_threshold(scores, # one score of the validation cells (NaN ignored)
+                   share:float, # the most, in expectation, of new cells like them that may be flagged
+                   upper:bool=False, # flag cells above the threshold (large scores) rather than below it
+                  ) -> float:
+    "A threshold that flags at most `share` of new cells exchangeable with the validation cells (1/(n+1) where n+1 < 1/share): their `tail_rank`-th most extreme score"
+    scores = np.sort(np.asarray(scores, dtype=np.float64)[~np.isnan(scores)])
+    if not len(scores): return math.inf if upper else -math.inf
+    k = tail_rank(len(scores), share)
+    return float(scores[len(scores) - k] if upper else scores[k - 1])
+
 # %% ../nbs/09_inference.ipynb #1b5da1db
 QUANTILE_LEVELS = np.linspace(0, 1, 401)  # the validation quantiles a calibration keeps of each score
 
@@ -133,7 +148,7 @@ class Calibration:
     min_probability:float=0. # a cell whose calibrated top probability is below this is unassigned
     max_distance:float=math.inf # ... or that is farther than this from every class centroid
     min_evidence:float=-math.inf # ... or whose marker evidence is below this
-    max_unassigned:float=0.05 # share of validation cells the three thresholds were chosen to leave unassigned
+    max_unassigned:float=0.05 # the most, in expectation, of new cells like the validation cells that the three thresholds leave unassigned
     conformal:dict=field(default_factory=dict) # coverage (as text) -> least calibrated probability a class needs to enter the set
     report:dict=field(default_factory=dict) # what was measured when fitting
     quantiles:dict|None=None # score name -> the validation cells' quantiles of it at `QUANTILE_LEVELS` (for `outlier_score`)
@@ -203,16 +218,16 @@ def fit_calibration(logits, embeddings, evidence, targets, # validation cells: l
                     train_embeddings, train_targets, # training cells (or a sample): the class geometry
                     weights=None, bias=None, # marker weights and constants (`marker_weights`), if any
                     max_unassigned:float=0.05, coverages=(0.8, 0.9, 0.95, 0.99)) -> Calibration:
-    "A `Calibration` fitted on validation cells: temperature, thresholds leaving `max_unassigned` of them unassigned, conformal quantiles"
+    "A `Calibration` fitted on validation cells: temperature, thresholds leaving at most `max_unassigned` of new cells like them unassigned, conformal quantiles"
     logits, targets = np.asarray(logits, dtype=np.float64), np.asarray(targets)
     centroids, precision = class_geometry(train_embeddings, train_targets, logits.shape[1])
     cal = Calibration(fit_temperature(logits, targets), centroids.tolist(), precision.tolist(),
                       None if weights is None else np.asarray(weights).round(5).tolist(), None if bias is None else np.asarray(bias).round(5).tolist(),
                       max_unassigned=max_unassigned)
     probabilities, share = cal.probabilities(logits), max_unassigned / 3
-    cal.min_probability = float(np.quantile(probabilities.max(1), share))
-    cal.max_distance = float(np.quantile(cal.distance(embeddings), 1 - share))
-    if weights is not None: cal.min_evidence = float(np.quantile(evidence, share))
+    cal.min_probability = tail_threshold(probabilities.max(1), share)
+    cal.max_distance = tail_threshold(cal.distance(embeddings), share, upper=True)
+    if weights is not None: cal.min_evidence = tail_threshold(evidence, share)
     scores = {'probability': probabilities.max(1), 'distance': cal.distance(embeddings), **({'evidence': evidence} if weights is not None else {})}
     cal.quantiles = {name: np.quantile(values, QUANTILE_LEVELS).tolist() for name, values in scores.items()}
     truth, n = probabilities[np.arange(len(targets)), targets], len(targets)
@@ -220,7 +235,8 @@ def fit_calibration(logits, embeddings, evidence, targets, # validation cells: l
         level = min(1., math.ceil((n + 1) * coverage) / n)
         cal.conformal[str(coverage)] = float(np.quantile(truth, 1 - level, method='lower'))
     cal.report = {'valid_cells': int(n), 'train_cells': int(len(train_targets)),
-                  'valid_ece_before': calibration_error(softmax(logits), targets), 'valid_ece_after': calibration_error(probabilities, targets)}
+                  'valid_ece_before': calibration_error(softmax(logits), targets), 'valid_ece_after': calibration_error(probabilities, targets),
+                  'max_unassigned_promised': len(scores) * tail_rank(n, share) / (n + 1)}  # above max_unassigned on a split too small to keep it
     return cal
 
 # %% ../nbs/09_inference.ipynb #e7dbebcc
@@ -244,7 +260,7 @@ def split_outputs(model, # a `TabNet`
     return torch.cat(logits).numpy(), torch.cat(embeddings).numpy(), np.concatenate(evidence), torch.cat(targets).numpy()
 
 def calibrate(learn, # a trained `SimsLearner`
-              max_unassigned:float=0.05, # share of validation cells left unassigned by the thresholds
+              max_unassigned:float=0.05, # the most, in expectation, of new cells like the validation cells left unassigned by the thresholds
               max_train_cells:int=20000, # training cells (a sample) that place the class centroids
              ) -> Calibration:
     "Fit a `Calibration` of the learner's model on its validation split, keep it as `learn.calibration` and return it"

@@ -456,7 +456,7 @@ def model_card(meta:dict) -> str:
     lines += ([f"Temperature {cal['temperature']:.3f} (validation ECE {cal['report'].get('valid_ece_before', float('nan')):.3f} before, "
                f"{cal['report'].get('valid_ece_after', float('nan')):.3f} after). A cell is 'Unassigned' when its calibrated top probability is "
                f"below {cal['min_probability']:.3f}, its distance to the nearest class above {cal['max_distance']:.2f}, or its marker evidence "
-               f"below {cal['min_evidence']:.2f}: together {cal['max_unassigned']:.0%} of validation cells. "
+               f"below {cal['min_evidence']:.2f}: together at most {max(cal['max_unassigned'], cal['report'].get('max_unassigned_promised', 0)):.1%} of new cells like the validation cells. "
                f"Conformal prediction sets for coverage {', '.join(cal['conformal'])}."] if cal else
               ['None: probabilities are the raw softmax, and no cell is unassigned unless a `min_probability` is given.'])
     return '\n'.join(lines) + '\n'
