@@ -225,10 +225,10 @@ def fit_calibration(logits, embeddings, evidence, targets, # validation cells: l
                       None if weights is None else np.asarray(weights).round(5).tolist(), None if bias is None else np.asarray(bias).round(5).tolist(),
                       max_unassigned=max_unassigned)
     probabilities, share = cal.probabilities(logits), max_unassigned / 3
-    cal.min_probability = tail_threshold(probabilities.max(1), share)
-    cal.max_distance = tail_threshold(cal.distance(embeddings), share, upper=True)
-    if weights is not None: cal.min_evidence = tail_threshold(evidence, share)
     scores = {'probability': probabilities.max(1), 'distance': cal.distance(embeddings), **({'evidence': evidence} if weights is not None else {})}
+    cal.min_probability = tail_threshold(scores['probability'], share)
+    cal.max_distance = tail_threshold(scores['distance'], share, upper=True)
+    if weights is not None: cal.min_evidence = tail_threshold(evidence, share)
     cal.quantiles = {name: np.quantile(values, QUANTILE_LEVELS).tolist() for name, values in scores.items()}
     truth, n = probabilities[np.arange(len(targets)), targets], len(targets)
     for coverage in coverages:
