@@ -15,7 +15,8 @@ from fastai.torch_core import rank_distrib
 # %% auto #0
 __all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'torch_optimizer', 'plain',
            'TrainingStateCallback', 'ResumeCallback', 'load_training_state', 'drop_genes', 'GeneDropoutCallback',
-           'AfterTrainingCallback', 'PriorCorrectionCallback', 'densify_on_cuda', 'SparseBatchCallback']
+           'AfterTrainingCallback', 'PriorCorrectionCallback', 'densify_on_cuda', 'SparseBatchCallback',
+           'RefreshBatchNormCallback']
 
 # %% ../nbs/04_callbacks.ipynb #10d18c5b
 class SparsityLossCallback(Callback):
@@ -210,3 +211,19 @@ class SparseBatchCallback(Callback):
     order = -10
     def __init__(self, max_dense_mb:float=1024): self.max_dense_mb = max_dense_mb
     def before_batch(self): self.learn.xb = (densify_on_cuda(self.xb[0], self.max_dense_mb),) + tuple(self.xb[1:])
+
+# %% ../nbs/04_callbacks.ipynb #c853d47b
+class RefreshBatchNormCallback(AfterTrainingCallback):
+    "When a fit that trained ends, recompute every batch norm's running statistics on training cells as they are (no gene dropout)"
+    order = KeepBestCallback.order + 3  # once the best weights are back, before the calibration (inference chapter)
+    def __init__(self, max_cells:int=20000): self.max_cells = max_cells # training cells passed through, at most
+    def after_training(self):
+        from torch.optim.swa_utils import update_bn
+        update_bn(self.batches(), getattr(self.model, 'module', self.model))  # a DDP-wrapped model holds the TabNet as `module`
+    def batches(self):
+        "Training batches as the loader gives them, until `max_cells` cells"
+        seen = 0
+        for x, *_ in self.dls.train:
+            yield densify_on_cuda(x)
+            seen += len(x)
+            if seen >= self.max_cells: return

@@ -23,7 +23,7 @@ from .tabnet import TabNet
 from .data import sims_dataloaders, clean_gene_names, detect_input, check_counts, Normalise, move_columns, csr_tensor
 from .readers import open_source
 from .metrics import sims_metrics, confusion_matrix, classification_scores, per_class_scores, plot_confusion
-from .callbacks import SparsityLossCallback, KeepBestCallback, EMACallback, GeneDropoutCallback, SparseBatchCallback, PriorCorrectionCallback
+from .callbacks import SparsityLossCallback, KeepBestCallback, EMACallback, GeneDropoutCallback, SparseBatchCallback, PriorCorrectionCallback, RefreshBatchNormCallback
 from .callbacks import atomic_write, densify_on_cuda
 from .callbacks import TrainingStateCallback, ResumeCallback, load_training_state
 from .inference import Calibration, CalibrateCallback, split_outputs, softmax  # the inference chapter: temperature, 'Unassigned', conformal sets
@@ -54,6 +54,7 @@ class Recipe:
     ema:float|None=0.99 # decay of the average of the weights that is validated and kept (`EMACallback`); None: the raw weights
     gene_dropout:float=0.2 # probability of removing each detected gene of a training cell, every batch (`GeneDropoutCallback`)
     prior_correction:float=0.5 # after training, logits minus this times the log class weights (`PriorCorrectionCallback`): 1 undoes the class weights, 0 keeps their tilt
+    refresh_bn:bool=True # when training ends, recompute batch-norm statistics on training cells without gene dropout (`RefreshBatchNormCallback`)
     lambda_sparse:float=1e-4 # weight of TabNet's sparsity term
     n_d:int=32; n_a:int=32; n_steps:int=3; gamma:float=1.3 # TabNet's size and prior relaxation
     n_independent:int=1; n_shared:int=1 # GLU layers of each step's own and of the shared part of the feature transformers
@@ -82,7 +83,7 @@ RECIPES = {
     'default': Recipe(),
     'thesis': Recipe(genes_per_class=None, lr=0.01, wd=1e-3, bs=32, steps=None, epochs=100, schedule='plateau', monitor='accuracy', patience=4,
                      clip=0.5, ema=None, gene_dropout=0., lambda_sparse=1e-3, n_d=8, n_a=8, n_steps=3, n_independent=2, n_shared=2, momentum=0.02, input_bn=True,
-                     mask_support='all', mask_temperature=1., zero_head=False, prior_correction=0., wide_decision=False),
+                     mask_support='all', mask_temperature=1., zero_head=False, prior_correction=0., wide_decision=False, refresh_bn=False),
 }
 
 def get_recipe(recipe:str|Recipe|dict='default', **changes) -> Recipe:
@@ -189,6 +190,7 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
     if recipe.ema: callbacks.append(EMACallback(recipe.ema))
     if recipe.gene_dropout: callbacks.append(GeneDropoutCallback(recipe.gene_dropout))
     if recipe.prior_correction: callbacks.append(PriorCorrectionCallback(dls.class_weights, recipe.prior_correction))
+    if recipe.refresh_bn: callbacks.append(RefreshBatchNormCallback())
     if torch.cuda.is_available(): callbacks.append(MixedPrecision())
     learn = SimsLearner(dls, model, loss_func=CrossEntropyLossFlat(weight=dls.class_weights), opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
                         lr=recipe.lr, wd=recipe.wd, wd_bn_bias=False, metrics=sims_metrics(), path=path, cbs=callbacks + list(cbs or []))

@@ -13,9 +13,10 @@ from typing import NamedTuple
 from .sparsemax import sparsemax_rows, entmax15_rows, candidates, take
 
 # %% auto #0
-__all__ = ['xavier_', 'GeneLinear', 'GhostBatchNorm', 'column_stats', 'bn_scale_shift', 'SparseLinear', 'sparse_linear', 'lookup',
-           'csr_gather', 'Mask', 'NormalisedCells', 'GLULayer', 'GLUBlock', 'FeatureTransformer', 'chunk_moments',
-           'AttentiveTransformer', 'EncoderOutput', 'prior_at', 'TabNetEncoder', 'TabNet', 'from_pytorch_tabnet']
+__all__ = ['xavier_', 'GeneLinear', 'GhostBatchNorm', 'column_stats', 'running_weight', 'bn_scale_shift', 'SparseLinear',
+           'sparse_linear', 'lookup', 'csr_gather', 'Mask', 'NormalisedCells', 'GLULayer', 'GLUBlock',
+           'FeatureTransformer', 'chunk_moments', 'AttentiveTransformer', 'EncoderOutput', 'prior_at', 'TabNetEncoder',
+           'TabNet', 'from_pytorch_tabnet']
 
 # %% ../nbs/02_tabnet.ipynb #02ee5b05
 def xavier_(fc:nn.Linear, # layer (or anything with a `weight` of shape (out, in)) to initialise in place
@@ -61,6 +62,10 @@ def column_stats(x:Tensor # (cells, genes), dense or sparse CSR
     return mean, (total((vals - take(mean, cols))**2) + n_zeros*mean**2) / n
 
 # %% ../nbs/02_tabnet.ipynb #a8ac15e8
+def running_weight(bn:nn.BatchNorm1d) -> float:
+    "Weight of the batch just counted in `bn`'s running statistics: `momentum`, or with `momentum=None` 1/batches (a plain average), as PyTorch's batch norm"
+    return bn.momentum if bn.momentum is not None else 1 / int(bn.num_batches_tracked)
+
 def bn_scale_shift(bn:nn.BatchNorm1d, # the layer whose weights and running statistics to use
                    x:Tensor, # (cells, genes), dense or sparse CSR
                   ) -> tuple[Tensor, Tensor]:
@@ -69,8 +74,8 @@ def bn_scale_shift(bn:nn.BatchNorm1d, # the layer whose weights and running stat
         mean, var = column_stats(x.detach())
         with torch.no_grad():
             bn.num_batches_tracked += 1
-            bn.running_mean.lerp_(mean, bn.momentum)
-            bn.running_var.lerp_(var * len(x)/(len(x)-1), bn.momentum)
+            bn.running_mean.lerp_(mean, running_weight(bn))
+            bn.running_var.lerp_(var * len(x)/(len(x)-1), running_weight(bn))
     else: mean, var = bn.running_mean, bn.running_var
     scale = bn.weight * torch.rsqrt(var + bn.eps)
     return scale, bn.bias - mean*scale
@@ -251,8 +256,8 @@ class AttentiveTransformer(nn.Module):
             scale = bn.weight * torch.rsqrt(var + bn.eps)
             torch.mm(with_ones(a[start:start+n] - mean), affine(scale, bn.bias), out=out[start:start+n])
             bn.num_batches_tracked += 1
-            bn.running_mean.lerp_((w @ mean).to(bn.running_mean.dtype), bn.momentum)
-            bn.running_var.lerp_((var * n/(n-1)).to(bn.running_var.dtype), bn.momentum)
+            bn.running_mean.lerp_((w @ mean).to(bn.running_mean.dtype), running_weight(bn))
+            bn.running_var.lerp_((var * n/(n-1)).to(bn.running_var.dtype), running_weight(bn))
         return out
 
     def scores_at(self, a:Tensor, # (cells, n_a) attention features
