@@ -221,9 +221,9 @@ class RefreshBatchNormCallback(AfterTrainingCallback):
         from torch.optim.swa_utils import update_bn
         update_bn(self.batches(), getattr(self.model, 'module', self.model))  # a DDP-wrapped model holds the TabNet as `module`
     def batches(self):
-        "Training batches as the loader gives them, until `max_cells` cells"
-        seen = 0
-        for x, *_ in self.dls.train:
-            yield densify_on_cuda(x)
+        "Training batches as the loader gives them, on the model's device, until `max_cells` cells"
+        device, seen = next(self.model.parameters()).device, 0
+        for x, *_ in self.dls.train:  # the loader's own batches: fastai moves them to the device only inside its loop
+            yield densify_on_cuda(x.to(device))
             seen += len(x)
             if seen >= self.max_cells: return
