@@ -45,18 +45,22 @@ def test_best_epoch_restored_and_checkpoint_loadable(trained, tmp_path):
     assert learn.best_epoch == int(history.index[history.valid_loss == history.valid_loss.min()][-1])  # the lowest validation loss; ties: the later epoch
     bias = learn.model.logit_bias.clone()
     torch.testing.assert_close(bias, -learn.recipe.prior_correction * learn.dls.class_weights.log())  # the prior correction, set when training ended
+    checkpoint = SimsModel.load(model_file.parent/'checkpoint.pt').model.state_dict()  # written while training: the best epoch's weights and statistics, no correction
+    assert not checkpoint['logit_bias'].any()
+    final = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    statistics = [k for k in final if k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+    assert all(torch.equal(checkpoint[k], v.cpu()) for k, v in final.items() if k != 'logit_bias' and k not in statistics)  # the best epoch's weights
+    assert learn.recipe.refresh_bn and any(not torch.equal(checkpoint[k], final[k].cpu()) for k in statistics)  # batch-norm statistics recomputed when training ended
     best = history.valid_macro_f1.loc[learn.best_epoch]
-    learn.model.logit_bias.zero_()  # the logits the epochs were validated on
+    learn.model.load_state_dict({**final, **{k: checkpoint[k] for k in statistics}, 'logit_bias': torch.zeros_like(bias)})  # the model the epoch was validated as
     try:
-        assert learn.evaluate('valid').scores['macro_f1'] == pytest.approx(best, abs=1e-6)  # the restored model is the best epoch's
+        assert learn.evaluate('valid').scores['macro_f1'] == pytest.approx(best, abs=1e-6)  # the restored weights are the best epoch's
         values = learn.validate()  # fastai's validate works with the keep-best callback attached, on that same model
         names = [m.name for m in learn.metrics]  # validate returns the loss, then the metrics
         assert len(values) == 1 + len(names) and values[1 + names.index('macro_f1')] == pytest.approx(best, abs=1e-6)
-        torch.testing.assert_close(learn.model.logit_bias, torch.zeros_like(bias))  # validate leaves the bias alone
-    finally: learn.model.logit_bias.copy_(bias)
-    checkpoint = SimsModel.load(model_file.parent/'checkpoint.pt')  # written while training: the best weights, with no correction yet
-    assert all(torch.equal(checkpoint.model.state_dict()[k], v.cpu()) for k, v in learn.model.state_dict().items() if k != 'logit_bias')
-    assert not checkpoint.model.logit_bias.any()
+        torch.testing.assert_close(learn.model.logit_bias, torch.zeros_like(bias))  # validate leaves the bias and the statistics alone
+        assert all(torch.equal(checkpoint[k], learn.model.state_dict()[k].cpu()) for k in statistics)
+    finally: learn.model.load_state_dict(final)
 
 def test_same_seed_same_model():
     def weights(seed):
