@@ -11,6 +11,7 @@ from fastcore.foundation import L
 from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 from fastai.torch_core import rank_distrib
+from torch.optim.swa_utils import update_bn
 
 # %% auto #0
 __all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'torch_optimizer', 'plain',
@@ -218,7 +219,6 @@ class RefreshBatchNormCallback(AfterTrainingCallback):
     order = KeepBestCallback.order + 3  # once the best weights are back, before the calibration (inference chapter)
     def __init__(self, max_cells:int=20000): self.max_cells = max_cells # training cells passed through, at most
     def after_training(self):
-        from torch.optim.swa_utils import update_bn
         update_bn(self.batches(), getattr(self.model, 'module', self.model))  # a DDP-wrapped model holds the TabNet as `module`
     def batches(self):
         "Training batches as the loader gives them, on the model's device, until `max_cells` cells"
