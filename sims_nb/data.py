@@ -366,6 +366,27 @@ def gene_stats(data:CellData, # the data set
         sums += (members @ X).toarray(); squares += (members @ X.multiply(X)).toarray(); detected += (members @ (X != 0)).toarray()
     return GeneStats(np.bincount(data.codes[idx], minlength=n_classes).astype(float), sums, squares, detected)
 
+# %% ../nbs/01_data.ipynb #622fec01
+@patch
+def variable(self:GeneStats, n:int, # genes to keep
+             n_bins:int=20, # bins of mean expression within which dispersions are compared
+            ) -> np.ndarray:
+    "Sorted positions of the `n` most variable genes: dispersion (variance over mean) z-scored among genes of similar mean, close to scanpy's 'cell_ranger' flavour"
+    cells = self.n.sum()
+    mean = self.sums.sum(0) / max(cells, 1)
+    var = np.maximum(self.squares.sum(0) / max(cells, 1) - mean**2, 0) * cells / max(cells - 1, 1)
+    expressed = mean > 0
+    dispersion = np.log(np.where(expressed, var, 1) / np.where(expressed, mean, 1) + 1e-12)
+    edges = np.quantile(mean[expressed], np.linspace(0, 1, n_bins + 1)[1:-1]) if expressed.any() else []
+    bins = np.digitize(mean, edges)
+    z = np.full(len(mean), -np.inf)
+    for b in np.unique(bins[expressed]):
+        inside = expressed & (bins == b)
+        sd = dispersion[inside].std()
+        z[inside] = (dispersion[inside] - dispersion[inside].mean()) / sd if sd > 0 else 0.
+    top = np.argsort(-z, kind='stable')[:n]
+    return np.sort(top[np.isfinite(z[top])])
+
 # %% ../nbs/01_data.ipynb #37a3aa99
 @patch
 def keep_genes(self:CellData, positions:np.ndarray # sorted positions, in the current gene order, of the genes to keep
@@ -479,6 +500,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
                      genes:list|None=None, # read the cells onto these genes, by name (e.g. a pretrained encoder's), zeros where the files lack them; markers are then chosen among them
                      marker_score:str='specific', # how markers are ranked: 'specific' (Welch t weighted by the detection difference) or 't'
                      extra_genes:list|None=None, # genes kept beside the markers, by name (e.g. a pretrained encoder's)
+                     variable_genes:int=0, # the training cells' most variable genes (`GeneStats.variable`) kept beside the markers
                      in_memory:bool|str='auto', # hold the normalised cells in memory: True, False, or 'auto': when they take at most `max_memory_mb`
                      max_memory_mb:float=512,
                      block:int=32, # consecutive cells kept together when shuffling cells read from files (see BlockSampler); cells in memory are shuffled one by one
@@ -497,6 +519,7 @@ def sims_dataloaders(files:list, # data files: .h5ad, 10x .h5, Matrix Market fol
         stats = gene_stats(data, splits['train'])
         chosen = stats.markers(genes_per_class, marker_score)
         if extra_genes is not None: chosen = np.union1d(chosen, np.flatnonzero(np.isin(data.genes, np.asarray(extra_genes, dtype=object))))
+        if variable_genes: chosen = np.union1d(chosen, stats.variable(variable_genes))
         data.keep_genes(chosen)
         stats = GeneStats(stats.n, stats.sums[:, chosen], stats.squares[:, chosen], stats.detected[:, chosen])
     dataset = CellDataset(data, sparse)

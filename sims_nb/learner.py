@@ -37,6 +37,7 @@ __all__ = ['RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Recipe', 'get_recipe', 'SimsL
 class Recipe:
     "How to train a SIMS model: genes, optimiser, schedule, stopping, and the TabNet's size"
     genes_per_class:int|None=30 # keep the union of each class's best markers in the training cells; None: every gene
+    variable_genes:int=0 # and also the training cells' most variable genes (`GeneStats.variable`), this many
     marker_score:str='specific' # how markers are ranked (`GeneStats.markers`): 'specific' (Welch t weighted by the detection difference) or 't'
     lr:float=0.01 # peak (one-cycle) or starting (plateau) learning rate
     wd:float=1e-2 # weight decay, as L2 on the gradient (Adam without decoupling)
@@ -176,7 +177,7 @@ def sims_learner(datafiles, # data files (.h5ad, 10x .h5, Matrix Market, csv/tsv
         pretrained = PretrainedEncoder.read(pretrained)
         recipe = replace(recipe, **pretrained.model_args, wide_decision=False)  # the encoder fixes the size
     set_seed(seed)
-    genes = {'genes_per_class': recipe.genes_per_class, 'marker_score': recipe.marker_score, **kwargs, **pretrained_gene_choice(pretrained, pretrained_genes)}
+    genes = {'genes_per_class': recipe.genes_per_class, 'marker_score': recipe.marker_score, 'variable_genes': recipe.variable_genes, **kwargs, **pretrained_gene_choice(pretrained, pretrained_genes)}
     dls = sims_dataloaders(datafiles, labelfiles, class_label, bs=recipe.bs, valid_pct=valid_pct, test_pct=test_pct, seed=seed, **genes)
     if len(dls.splits['valid']) == 0: raise ValueError("the validation split is empty; the best epoch is chosen on it: use valid_pct > 0")
     recipe = recipe.sized_for(len(dls.data.classes))
