@@ -32,8 +32,10 @@ check: install  ## notebooks clean and sims_nb/ equal to a fresh nbdev_export
 nbdev-test: install
 	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
+# Two processes, one test file each at a time (module fixtures train once), one thread each: most tests wait on
+# single-threaded work (starting the CLI in a fresh process, reading files), which two processes halve.
 pytest: install
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 tests
 
 # Seeded training gives other numbers on another processor (its vector kernels sum in another order), so the
 # notebooks and tests that assert a training outcome run again on torch's portable kernels, as a machine without
