@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_callbacks.ipynb #939704f7
 from __future__ import annotations
-import os, tempfile
+import os, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 from fastcore.foundation import L
@@ -17,7 +17,7 @@ from torch.optim.swa_utils import update_bn
 __all__ = ['SparsityLossCallback', 'atomic_write', 'KeepBestCallback', 'EMACallback', 'torch_optimizer', 'plain',
            'TrainingStateCallback', 'ResumeCallback', 'load_training_state', 'drop_genes', 'GeneDropoutCallback',
            'AfterTrainingCallback', 'PriorCorrectionCallback', 'densify_on_cuda', 'SparseBatchCallback',
-           'RefreshBatchNormCallback']
+           'RefreshBatchNormCallback', 'EpochLines']
 
 # %% ../nbs/04_callbacks.ipynb #10d18c5b
 class SparsityLossCallback(Callback):
@@ -227,3 +227,20 @@ class RefreshBatchNormCallback(AfterTrainingCallback):
             yield densify_on_cuda(x.to(device))
             seen += len(x)
             if seen >= self.max_cells: return
+
+# %% ../nbs/04_callbacks.ipynb #epl8dec2
+class EpochLines(Callback):
+    "Print one short line per epoch: epoch, train and valid loss, valid accuracy and macro-F1, seconds"
+    order = TrainingStateCallback.order + 1  # after the recorder has logged the epoch and its state is saved: a printed epoch is never redone
+    def __init__(self, file=None): self.file = file
+    def before_epoch(self): self.start, self.trained = time.time(), False
+    def after_train(self): self.trained = True
+    def after_epoch(self):
+        if not getattr(self, 'trained', False): return  # `validate` and `get_preds` send events too, with no epoch of training
+        row = dict(zip(self.recorder.metric_names, self.recorder.log))
+        def pick(*names):
+            value = next((row[n] for n in names if n in row), None)
+            return f'{value:.4f}' if isinstance(value, (int, float, np.floating)) else '-'
+        print(f"epoch {self.epoch + 1}/{self.n_epoch}  train_loss {pick('train_loss')}  valid_loss {pick('valid_loss')}  "
+              f"valid_accuracy {pick('valid_accuracy', 'accuracy')}  valid_macro_f1 {pick('valid_macro_f1', 'macro_f1')}  "
+              f"{time.time() - self.start:.1f} s", file=self.file or sys.stdout, flush=True)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['demo_data', 'EpochLines', 'output_mode', 'printer', 'baseline_cells', 'linear_baseline', 'train', 'restore_best',
-           'predict', 'main']
+__all__ = ['demo_data', 'output_mode', 'printer', 'baseline_cells', 'linear_baseline', 'train', 'restore_best', 'predict', 'main']
 
 # %% ../nbs/06_cli.ipynb #cd6656b6
 def demo_data() -> Path:
@@ -21,25 +20,6 @@ def demo_data() -> Path:
     return path
 
 # %% ../nbs/06_cli.ipynb #411daeab
-from fastai.callback.core import Callback
-from .callbacks import TrainingStateCallback
-
-class EpochLines(Callback):
-    "Print one short line per epoch: epoch, train and valid loss, valid accuracy and macro-F1, seconds"
-    order = TrainingStateCallback.order + 1  # after the recorder has logged the epoch and its state is saved: a printed epoch is never redone
-    def __init__(self, file=None): self.file = file
-    def before_epoch(self): self.start, self.trained = time.time(), False
-    def after_train(self): self.trained = True
-    def after_epoch(self):
-        if not getattr(self, 'trained', False): return  # `validate` and `get_preds` send events too, with no epoch of training
-        row = dict(zip(self.recorder.metric_names, self.recorder.log))
-        def pick(*names):
-            value = next((row[n] for n in names if n in row), None)
-            return f'{value:.4f}' if isinstance(value, (int, float, np.floating)) else '-'
-        print(f"epoch {self.epoch + 1}/{self.n_epoch}  train_loss {pick('train_loss')}  valid_loss {pick('valid_loss')}  "
-              f"valid_accuracy {pick('valid_accuracy', 'accuracy')}  valid_macro_f1 {pick('valid_macro_f1', 'macro_f1')}  "
-              f"{time.time() - self.start:.1f} s", file=self.file or sys.stdout, flush=True)
-
 def output_mode(quiet:bool=False, stream=None) -> str:
     "'quiet', 'bars' (a terminal) or 'lines' (a pipe or a file)"
     if quiet: return 'quiet'
@@ -90,6 +70,7 @@ def train(data:list, # data files
     from sims_nb.learner import sims_learner, get_recipe
     from fastai.torch_core import rank_distrib
     from sims_nb.scale import DistributedCallback
+    from sims_nb.callbacks import EpochLines
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     changes = {'epochs': epochs, 'steps': None} if epochs else {}  # a given number of epochs, not the recipe's budget of steps
     first = rank_distrib() == 0  # under `torchrun` (scale chapter), only the first process reports and writes
