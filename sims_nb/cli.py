@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['demo_data', 'output_mode', 'printer', 'baseline_cells', 'linear_baseline', 'train', 'restore_best', 'predict', 'main']
+__all__ = ['demo_data', 'output_mode', 'printer', 'baseline_cells', 'linear_baseline', 'train', 'restore_best', 'predict',
+           'check_inputs', 'main']
 
 # %% ../nbs/06_cli.ipynb #cd6656b6
 def demo_data() -> Path:
@@ -211,6 +212,17 @@ def _parser() -> argparse.ArgumentParser:
     quiet(zoo)
     return parser
 
+def check_inputs(args):
+    "Refuse a missing input file or folder at once, before torch and fastai are imported"
+    action = getattr(args, 'action', None)
+    models = [args.model] if args.command == 'predict' else [args.target] if action == 'add' and args.target else []
+    data = ([args.data] if args.command == 'predict' else [*args.data, *(args.labelfiles or [])] if args.command == 'train'
+            else [args.data] if args.command == 'demo' and args.data else [args.target] if action == 'match' and args.target else [])
+    for path in models:
+        if not Path(path).exists(): raise FileNotFoundError(f"{path}: no such model file; check the path (sims-nb train writes OUT/model.pt)")
+    for path in data:
+        if not Path(path).exists(): raise FileNotFoundError(f"{path}: no such file or folder; check the path")
+
 def main(argv:list|None=None) -> int:
     "The `sims-nb` command"
     args = _parser().parse_args(argv)  # a usage error exits here, with code 2
@@ -218,6 +230,7 @@ def main(argv:list|None=None) -> int:
     mode = output_mode(args.quiet)
     one_line = lambda e: ' '.join(str(e).split())
     try:
+        check_inputs(args)
         if args.command == 'demo':
             if (args.data is None) != (args.label is None): raise ValueError('give both --data FILE and --label COLUMN, or neither (for the bundled PBMCs)')
             data, label, layer = (args.data, args.label, args.layer) if args.data else (demo_data(), 'bulk_labels', 'raw')

@@ -63,11 +63,14 @@ def test_errors_are_one_line_with_exit_code_2(demo, tmp_path):
         assert message in result.stderr and 'Traceback' not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
-def test_help_and_usage_errors_need_no_torch():
-    "The command's module imports neither torch nor fastai (about 6 s here), so `--help`, `--version` and usage errors answer at once"
+def test_help_usage_errors_and_missing_files_need_no_torch():
+    "The command's module imports neither torch nor fastai (about 6 s here), so `--help`, `--version`, usage errors and a missing input file answer at once"
     code = "import sys, sims_nb.cli; print(sorted(m for m in ('torch', 'fastai', 'scanpy', 'anndata') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert loaded.returncode == 0 and loaded.stdout.strip() == '[]', (loaded.stdout, loaded.stderr)
     assert run('--help').returncode == 0 and run('--version').stdout.startswith('sims-nb ')
     result = run('train')
     assert result.returncode == 2 and 'the following arguments are required' in result.stderr
+    code = "import sys; from sims_nb.cli import main; code = main(['predict', 'no_model.pt', 'no_data.h5ad']); print(code, 'torch' in sys.modules)"
+    missing = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert missing.stdout.split() == ['2', 'False'] and 'no_model.pt: no such model file' in missing.stderr, (missing.stdout, missing.stderr)
