@@ -214,13 +214,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_inputs(args):
     "Refuse a missing input file or folder at once, before torch and fastai are imported"
-    action = getattr(args, 'action', None)
-    models = [args.model] if args.command == 'predict' else [args.target] if action == 'add' and args.target else []
-    data = ([args.data] if args.command == 'predict' else [*args.data, *(args.labelfiles or [])] if args.command == 'train'
-            else [args.data] if args.command == 'demo' and args.data else [args.target] if action == 'match' and args.target else [])
-    for path in models:
+    if args.command == 'predict': models, data = [args.model], [args.data]
+    elif args.command == 'train': models, data = [], [*args.data, *(args.labelfiles or [])]
+    elif args.command == 'demo': models, data = [], [args.data]  # None: the bundled PBMCs
+    else: models, data = ([args.target] if args.action == 'add' else []), ([args.target] if args.action == 'match' else [])  # zoo
+    for path in filter(None, models):
         if not Path(path).exists(): raise FileNotFoundError(f"{path}: no such model file; check the path (sims-nb train writes OUT/model.pt)")
-    for path in data:
+    for path in filter(None, data):
         if not Path(path).exists(): raise FileNotFoundError(f"{path}: no such file or folder; check the path")
 
 def main(argv:list|None=None) -> int:
