@@ -21,7 +21,7 @@ def _entmax15_taus(top:Tensor) -> Tensor:
     "1.5-entmax threshold for each prefix of each row's sorted, halved top scores, -inf where the prefix is not all above it"
     rank = torch.arange(1, top.shape[-1]+1, device=top.device, dtype=top.dtype)
     tau = _entmax15_prefix_tau(top.cumsum(-1), (top**2).cumsum(-1), rank)
-    return tau.masked_fill(tau > top, -float('inf'))
+    return tau.masked_fill(~(tau <= top), -float('inf'))  # also where a prefix reaches -inf scores: -inf + inf gives NaN there
 
 # %% ../nbs/00_sparsemax.ipynb #a970335b
 def _block_maxima(z:Tensor, block:int) -> Tensor:
