@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib, hashlib, json, os, re, shutil, time
 from pathlib import Path
 import warnings
-import numpy as np, pandas as pd, anndata as ad
-from .callbacks import atomic_write
-from .learner import SimsModel, gene_overlap, model_card
-from .readers import open_source
+import numpy as np, pandas as pd
 from fastcore.basics import patch
+# the learner (torch, fastai), the readers and anndata are imported where they are needed, so `sims-nb zoo list` and `show` answer at once
 
 # %% auto #0
 __all__ = ['ZOO_FORMAT', 'ZOO_VERSION', 'INDEX', 'check_name', 'file_sha256', 'Zoo', 'read_model_file', 'zoo_card',
@@ -64,6 +62,7 @@ class Zoo:
         return index['models']
 
     def _write(self, models:dict):
+        from sims_nb.callbacks import atomic_write
         text = json.dumps({'format': ZOO_FORMAT, 'format_version': ZOO_VERSION, 'models': models}, indent=1)
         atomic_write(self.index_path, lambda temporary: Path(temporary).write_text(text))
 
@@ -82,10 +81,11 @@ class Zoo:
 # %% ../nbs/10_zoo.ipynb #55c3b6c2
 def read_model_file(path:str|Path):
     "A `SimsModel` or a `PretrainedEncoder` (pretraining chapter) from its file; refuses anything else"
+    from sims_nb.learner import SimsModel
     try: return SimsModel.load(path)
     except ValueError as not_a_model:
         if 'marker' not in str(not_a_model): raise  # a damaged or changed model file
-        from .pretrain import PretrainedEncoder
+        from sims_nb.pretrain import PretrainedEncoder
         try: return PretrainedEncoder.load(path)
         except ValueError as e:
             if 'marker' in str(e): raise ValueError(f"{path}: not a sims_nb model file, nor a pretrained encoder; train one with sims-nb train or sims_pretrainer") from None
@@ -94,6 +94,7 @@ def read_model_file(path:str|Path):
 # %% ../nbs/10_zoo.ipynb #d6591379
 def zoo_card(name:str, entry:dict, model:SimsModel) -> str:
     "A zoo model's card: its name, tissue, species and description above the model card (or, for a pretrained encoder, what it was pretrained on)"
+    from sims_nb.learner import model_card
     head = (f"# {name}\n\n{entry['description'] or 'No description.'}\n\n- tissue: {entry['tissue'] or 'not given'}; species: {entry['species'] or 'not given'}\n"
             f"- file `{entry['file']}` ({entry['size'] / 1e6:.2f} MB), sha256 `{entry['sha256'][:16]}...`, added {entry['added']}\n")
     if entry.get('kind') == 'encoder':
@@ -116,6 +117,8 @@ def add(self:Zoo, model:SimsModel|str|Path, # a `SimsModel` or a pretrained enco
         replace:bool=False, # replace a model of the same name; else adding a taken name is an error
        ) -> dict:
     "Put `model` into the zoo as `name`, with a card and its index entry"
+    from sims_nb.learner import SimsModel
+    from sims_nb.callbacks import atomic_write
     check_name(name)
     source = Path(model) if isinstance(model, (str, Path)) else None
     if source is not None: model = read_model_file(source)  # refuses foreign, newer or changed files
@@ -172,6 +175,7 @@ def list(self:Zoo) -> pd.DataFrame:
 @patch
 def load(self:Zoo, name:str, device=None) -> SimsModel:
     "The model (or pretrained encoder) named `name`, after checking its file against the checksum recorded when it was added"
+    from sims_nb.learner import SimsModel
     entry = self._entry(name)
     file = self.path/entry['file']
     if not file.exists(): raise FileNotFoundError(f"{file}: the zoo lists {name!r} but its model file is missing; add the model again")
@@ -191,6 +195,8 @@ def card(self:Zoo, name:str) -> str:
 def sample_cells(data, # AnnData or a data file any reader opens
                  n_cells:int=1000, seed:int=0, layer:str|None=None) -> ad.AnnData:
     "At most `n_cells` cells of `data`, drawn at random (seeded) and read alone, as an in-memory `AnnData`"
+    import anndata as ad
+    from sims_nb.readers import open_source
     source = open_source(data, layer)
     rows = np.sort(np.random.default_rng(seed).choice(source.n_cells, min(n_cells, source.n_cells), replace=False))
     return ad.AnnData(source.read(rows), obs=pd.DataFrame(index=source.obs.index[rows].astype(str)),
@@ -205,6 +211,7 @@ def match(self:Zoo, data, # the query: AnnData or a data file any reader opens
           species:str|None=None, # the query's species: a model recorded for another species scores 0; None or '': every model is run
          ) -> pd.DataFrame:
     "The zoo's models ranked for `data` by `score`: share of the model's genes in the query x mean calibrated confidence x share of cells assigned"
+    from sims_nb.learner import gene_overlap
     query = sample_cells(data, n_cells, seed, layer)
     rows = []
     for name, entry in self.entries().items():
