@@ -63,7 +63,7 @@ def test_errors_are_one_line_with_exit_code_2(demo, tmp_path):
         assert message in result.stderr and 'Traceback' not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
-def test_help_usage_errors_and_missing_files_need_no_torch():
+def test_help_usage_errors_and_missing_files_need_no_torch(tmp_path):
     "The command's module imports neither torch nor fastai (about 6 s here), so `--help`, `--version`, usage errors, a missing input file and `zoo list` or `show` answer at once"
     code = "import sys, sims_nb.cli; print(sorted(m for m in ('torch', 'fastai', 'scanpy', 'anndata') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
@@ -74,7 +74,7 @@ def test_help_usage_errors_and_missing_files_need_no_torch():
     code = "import sys; from sims_nb.cli import main; code = main(['predict', 'no_model.pt', 'no_data.h5ad']); print(code, 'torch' in sys.modules)"
     missing = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert missing.stdout.split() == ['2', 'False'] and 'no_model.pt: no such model file' in missing.stderr, (missing.stdout, missing.stderr)
-    code = ("import sys, tempfile; from sims_nb.cli import main; zoo = tempfile.mkdtemp(); "
+    code = (f"import sys; from sims_nb.cli import main; zoo = {str(tmp_path/'zoo')!r}; "
             "codes = main(['zoo', 'list', '--zoo', zoo]), main(['zoo', 'show', 'absent', '--zoo', zoo]); print(*codes, 'torch' in sys.modules)")
     zoo = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)  # listing and reading a zoo's index need no model
     assert zoo.stdout.split()[-3:] == ['0', '2', 'False'] and "no model named 'absent'" in zoo.stderr, (zoo.stdout, zoo.stderr)
